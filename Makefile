@@ -1,0 +1,44 @@
+# Roomcast: `make run` serves the site on the embedded default; `make test` runs the tests.
+# Both create .venv/ and install requirements.txt into it first.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+# Development defaults for `make run`; override any of them in the environment.
+RUN_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-1}
+# Tests run with debug off, as production does, on a key that is for tests only.
+TEST_ENV := DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-roomcast-tests-only} \
+	DJANGO_ALLOWED_HOSTS=$${DJANGO_ALLOWED_HOSTS:-testserver,localhost,127.0.0.1}
+
+.PHONY: install run test lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+run: install
+	$(RUN_ENV) $(BIN)/python manage.py migrate --no-input
+	$(RUN_ENV) $(BIN)/python manage.py seed_demo
+	@echo "Roomcast on http://127.0.0.1:$(PORT)/"
+	$(RUN_ENV) $(BIN)/daphne -b 127.0.0.1 -p $(PORT) site_config.asgi:application
+
+test: install
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache staticfiles

@@ -1,0 +1,18 @@
+"""WebSocket routes, and the socket stack every route sits behind."""
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.urls import path
+
+from rooms.consumers import RoomConsumer
+from rooms.fanout import Hub
+
+
+def websocket_application(hub: Hub | None = None):
+    """The socket side of the site: origin check, then session auth, then the routes.
+
+    Tests pass their own hub to run two application instances in one process.
+    """
+    routes = [path("ws/rooms/<slug:slug>/", RoomConsumer.as_asgi(hub=hub), name="room_socket")]
+    return AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes)))

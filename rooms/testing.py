@@ -1,0 +1,211 @@
+"""Roomcast's test toolkit: connect to a room's socket, send what htmx sends, read fragments.
+
+It is a pytest plugin too: `pytest_plugins = ["rooms.testing"]` in a conftest.py gives the
+fixtures `room_socket` (connect to a room as a user), `ws_application` and `fanout_hub`.
+
+    async def test_post_reaches_the_room(room_socket, room, alice):
+        socket = await room_socket(room, user=alice)
+        await socket.send_form(message="hello")
+        fragment = await socket.receive_fragment()
+        assert fragment.target("messages").swap == "beforeend"
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from asgiref.sync import sync_to_async
+from bs4 import BeautifulSoup, Tag
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from rooms.fanout import Hub
+from rooms.routing import websocket_application
+
+DEFAULT_TIMEOUT = 2.0
+QUIET_TIMEOUT = 0.2
+
+
+@dataclass
+class Swap:
+    """One top-level element of a pushed frame: what htmx swaps, where, and how."""
+
+    element: Tag
+
+    @property
+    def id(self) -> str:
+        return self.element.get("id", "")
+
+    @property
+    def swap(self) -> str:
+        """The out-of-band swap style; the ws extension treats a bare element as "true"."""
+        return self.element.get("hx-swap-oob") or "true"
+
+    def select(self, css: str) -> list[Tag]:
+        return self.element.select(css)
+
+    def text(self) -> str:
+        return self.element.get_text(" ", strip=True)
+
+
+class Fragment:
+    """A frame the server pushed, parsed as HTML the way the htmx ws extension reads it."""
+
+    def __init__(self, html: str) -> None:
+        self.html = html
+        self.soup = BeautifulSoup(html, "html.parser")
+        self.swaps = [Swap(el) for el in self.soup.find_all(recursive=False) if el.name]
+
+    def __repr__(self) -> str:
+        return f"<Fragment targets={self.targets()!r}>"
+
+    def targets(self) -> list[str]:
+        """The ids of the elements this frame swaps, in order."""
+        return [swap.id for swap in self.swaps]
+
+    def target(self, element_id: str) -> Swap:
+        """The swap aimed at `#element_id`; fails saying which targets the frame has."""
+        for swap in self.swaps:
+            if swap.id == element_id:
+                return swap
+        raise AssertionError(
+            f"expected a swap targeting #{element_id}, got targets {self.targets()}:\n{self.html}"
+        )
+
+    def has_target(self, element_id: str) -> bool:
+        return any(swap.id == element_id for swap in self.swaps)
+
+    def select(self, css: str) -> list[Tag]:
+        return self.soup.select(css)
+
+
+def htmx_frame(form_id: str, **fields) -> str:
+    """A frame as the htmx 2 ws extension sends it for a `ws-send` form."""
+    headers = {
+        "HX-Request": "true",
+        "HX-Trigger": form_id,
+        "HX-Trigger-Name": None,
+        "HX-Target": form_id,
+        "HX-Current-URL": "http://testserver/",
+    }
+    return json.dumps({**fields, "HEADERS": headers})
+
+
+class RoomSocket:
+    """A test client for one room socket, wrapping channels' WebsocketCommunicator."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+        self.connected = False
+        self.close_code: int | None = None
+
+    async def connect(self, last_seq: int | None = 0) -> RoomSocket:
+        """Open the socket; unless `last_seq` is None, report it as the page does on open."""
+        self.connected, code = await self.communicator.connect(timeout=DEFAULT_TIMEOUT)
+        assert self.connected, f"the socket handshake was refused (code {code})"
+        if last_seq is not None:
+            await self.sync(last_seq)
+        return self
+
+    async def sync(self, last_seq: int) -> None:
+        """Send what the page's sync form sends on htmx:wsOpen."""
+        await self.communicator.send_to(text_data=htmx_frame("sync", last_seq=str(last_seq)))
+
+    async def send_form(self, **fields) -> None:
+        """Send what the page's message form sends when submitted."""
+        await self.communicator.send_to(text_data=htmx_frame("message-form", **fields))
+
+    async def send_text(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.communicator.send_to(bytes_data=data)
+
+    async def receive_fragment(self, timeout: float = DEFAULT_TIMEOUT) -> Fragment:
+        """The next frame, parsed; fails if none comes or the socket closes."""
+        try:
+            message = await self.communicator.receive_output(timeout)
+        except TimeoutError:
+            raise AssertionError(f"expected a fragment within {timeout}s, got nothing") from None
+        if message["type"] == "websocket.close":
+            self.close_code = message.get("code")
+            raise AssertionError(f"expected a fragment, the socket closed ({self.close_code})")
+        assert message.get("text") is not None, f"expected a text frame, got {message!r}"
+        return Fragment(message["text"])
+
+    async def receive_close(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+        """Wait for the server to close the socket and return the close code."""
+        try:
+            message = await self.communicator.receive_output(timeout)
+        except TimeoutError:
+            raise AssertionError(f"expected the socket to close within {timeout}s") from None
+        assert message["type"] == "websocket.close", f"expected a close, got {message!r}"
+        self.close_code = message.get("code")
+        self.connected = False
+        return self.close_code
+
+    async def assert_nothing_received(self, timeout: float = QUIET_TIMEOUT) -> None:
+        """Fail if any frame arrives within `timeout`."""
+        if not await self.communicator.receive_nothing(timeout=timeout):
+            message = await self.communicator.receive_output()
+            raise AssertionError(f"expected nothing more, got {message!r}")
+
+    async def disconnect(self) -> None:
+        if self.connected:
+            self.connected = False
+            await self.communicator.disconnect()
+
+
+@sync_to_async
+def session_cookie(user) -> bytes:
+    """A session cookie header value signed in as `user`."""
+    client = Client()
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}".encode()
+
+
+async def open_room_socket(
+    application, room, user=None, last_seq: int | None = 0, origin: str = "http://testserver"
+) -> RoomSocket:
+    """Connect to `room`'s socket as `user` (anonymous when None) through the full stack."""
+    headers = [(b"origin", origin.encode())]
+    if user is not None:
+        headers.append((b"cookie", await session_cookie(user)))
+    communicator = WebsocketCommunicator(application, room.socket_path(), headers=headers)
+    return await RoomSocket(communicator).connect(last_seq=last_seq)
+
+
+@pytest.fixture
+def fanout_hub() -> Hub:
+    """A fresh fan-out hub for this test, on the default channel layer."""
+    return Hub()
+
+
+@pytest.fixture
+def ws_application(fanout_hub: Hub):
+    """The site's socket stack (origin check, auth, routes) fed by `fanout_hub`."""
+    return websocket_application(hub=fanout_hub)
+
+
+@pytest.fixture
+async def room_socket(ws_application) -> Iterator:
+    """Connect to a room's socket: `await room_socket(room, user=alice, last_seq=0)`.
+
+    Every socket it opened is disconnected when the test ends.
+    """
+    opened: list[RoomSocket] = []
+
+    async def connect(room, user=None, last_seq: int | None = 0, **kwargs) -> RoomSocket:
+        application = kwargs.pop("application", ws_application)
+        socket = await open_room_socket(application, room, user, last_seq, **kwargs)
+        opened.append(socket)
+        return socket
+
+    yield connect
+    for socket in opened:
+        await socket.disconnect()

@@ -1,0 +1,313 @@
+"""The room socket, driven through the full stack (origin check, auth, routing)."""
+
+import json
+from unittest import mock
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from rooms import consumers
+from rooms.models import Message, post_message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+store = database_sync_to_async(post_message)
+
+
+@database_sync_to_async
+def stored_bodies(room) -> list[str]:
+    return list(Message.objects.filter(room=room).order_by("seq").values_list("body", flat=True))
+
+
+def store_unpublished(room, author, body):
+    """Store a message whose live event is lost on the way (as when Redis drops it)."""
+    with mock.patch("rooms.events.publish_message"):
+        return post_message(room, author, body)
+
+
+def bodies(fragment) -> list[str]:
+    return [p.get_text() for p in fragment.target("messages").select(".message .body")]
+
+
+# Connecting
+
+
+async def test_connect_anonymous_to_public_room(room_socket, room):
+    socket = await room_socket(room)
+    await socket.assert_nothing_received()
+
+
+async def test_connect_unknown_room_closes_with_application_code(ws_application, room):
+    room.slug = "no-such-room"
+    communicator = WebsocketCommunicator(
+        ws_application, room.socket_path(), headers=[(b"origin", b"http://testserver")]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    assert (await communicator.receive_output())["code"] == consumers.CLOSE_UNKNOWN_ROOM
+
+
+async def test_connect_foreign_origin_is_refused(ws_application, room):
+    communicator = WebsocketCommunicator(
+        ws_application, room.socket_path(), headers=[(b"origin", b"http://evil.example")]
+    )
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_disconnect_leaves_no_hub_state_or_groups(room_socket, room, fanout_hub):
+    socket = await room_socket(room)
+    await socket.disconnect()
+    assert fanout_hub.rooms == {}
+    assert fanout_hub.layer.groups == {}
+
+
+# Posting
+
+
+async def test_post_reaches_every_socket_in_the_room(room_socket, room, alice, bob):
+    sender = await room_socket(room, user=alice)
+    reader = await room_socket(room, user=bob)
+    await sender.send_form(message="hello")
+    fragment = await reader.receive_fragment()
+    assert fragment.target("messages").swap == "beforeend"
+    assert bodies(fragment) == ["hello"]
+
+
+async def test_post_moves_the_page_sync_point(room_socket, room, alice):
+    reader = await room_socket(room)
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="hello")
+    fragment = await reader.receive_fragment()
+    assert fragment.target("last-seq").element["value"] == "1"
+
+
+async def test_post_is_stored(room_socket, room, alice):
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="hello")
+    await sender.receive_fragment()
+    assert await stored_bodies(room) == ["hello"]
+
+
+async def test_post_clears_the_senders_input(room_socket, room, alice):
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="hello")
+    fragments = [await sender.receive_fragment(), await sender.receive_fragment()]
+    reset = next(f for f in fragments if f.has_target("message-input"))
+    assert reset.target("message-input").element.get("value") is None
+    assert reset.target("message-input").element.has_attr("autofocus")
+    assert reset.target("message-error").text() == ""
+
+
+async def test_post_reaches_sender_too(room_socket, room, alice):
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="hello")
+    fragments = [await sender.receive_fragment(), await sender.receive_fragment()]
+    pushed = next(f for f in fragments if f.has_target("messages"))
+    assert bodies(pushed) == ["hello"]
+
+
+async def test_post_does_not_reach_other_rooms(room_socket, room, make_room, alice):
+    other = await database_sync_to_async(make_room)("Other")
+    elsewhere = await room_socket(other)
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="hello")
+    await sender.receive_fragment()
+    await elsewhere.assert_nothing_received()
+
+
+async def test_post_is_escaped(room_socket, room, alice):
+    reader = await room_socket(room)
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="<script>alert(1)</script>")
+    fragment = await reader.receive_fragment()
+    assert fragment.select("script") == []
+    assert bodies(fragment) == ["<script>alert(1)</script>"]
+
+
+async def test_post_push_matches_page_render(room_socket, room, alice, client):
+    reader = await room_socket(room)
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="same source")
+    pushed = (await reader.receive_fragment()).target("messages").select("article")[0]
+    page = await database_sync_to_async(client.get)(room.get_absolute_url())
+    from bs4 import BeautifulSoup
+
+    rendered = BeautifulSoup(page.content, "html.parser").select_one("#messages article")
+    assert pushed == rendered
+
+
+# Refusals and bad input: an error next to the form, nothing stored, the socket usable
+
+
+async def test_post_anonymous_is_refused(room_socket, room):
+    socket = await room_socket(room)
+    await socket.send_form(message="hello")
+    fragment = await socket.receive_fragment()
+    assert fragment.target("message-error").text() == "Log in to post messages."
+    assert await stored_bodies(room) == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ("not json", "Could not read that: the frame is not JSON."),
+        ("[1, 2]", "Could not read that: the frame is not a JSON object of form fields."),
+        ('"text"', "Could not read that: the frame is not a JSON object of form fields."),
+        ("{}", "Write a message before sending."),
+        ('{"message": "   "}', "Write a message before sending."),
+        ('{"message": ""}', "Write a message before sending."),
+        ('{"message": 42}', "A message must be text."),
+        ('{"message": ["a"]}', "A message must be text."),
+        ('{"message": "a\\u0000b"}', "Null characters are not allowed."),
+        (
+            json.dumps({"message": "x" * 4001}),
+            "Messages can be at most 4000 characters (this one has 4001).",
+        ),
+        ("x" * 40_000, f"That frame is too large (more than {consumers.MAX_FRAME_BYTES} bytes)."),
+    ],
+    ids=[
+        "not-json",
+        "array",
+        "string",
+        "no-message",
+        "blank",
+        "empty",
+        "number",
+        "list",
+        "nul",
+        "over-limit",
+        "huge-frame",
+    ],
+)
+async def test_bad_frame_shows_error_and_stores_nothing(room_socket, room, alice, frame, error):
+    socket = await room_socket(room, user=alice)
+    await socket.send_text(frame)
+    fragment = await socket.receive_fragment()
+    assert fragment.target("message-error").text() == error
+    assert await stored_bodies(room) == []
+
+
+async def test_binary_frame_shows_error(room_socket, room, alice):
+    socket = await room_socket(room, user=alice)
+    await socket.send_bytes(b'{"message": "hi"}')
+    fragment = await socket.receive_fragment()
+    assert (
+        fragment.target("message-error").text()
+        == "Binary frames are not accepted: send the form as text."
+    )
+    assert await stored_bodies(room) == []
+
+
+async def test_bad_frame_broadcasts_nothing(room_socket, room, alice):
+    reader = await room_socket(room)
+    sender = await room_socket(room, user=alice)
+    await sender.send_text("not json")
+    await reader.assert_nothing_received()
+
+
+async def test_message_at_the_limit_is_accepted(room_socket, room, alice):
+    socket = await room_socket(room, user=alice)
+    await socket.send_form(message="x" * 4000)
+    await socket.receive_fragment()
+    assert await stored_bodies(room) == ["x" * 4000]
+
+
+async def test_socket_usable_after_bad_frame(room_socket, room, alice):
+    socket = await room_socket(room, user=alice)
+    await socket.send_text("not json")
+    await socket.receive_fragment()
+    await socket.send_form(message="still here")
+    await socket.receive_fragment()
+    assert await stored_bodies(room) == ["still here"]
+
+
+async def test_bad_sync_report_shows_error(room_socket, room):
+    socket = await room_socket(room, last_seq=None)
+    await socket.send_text('{"last_seq": "minus one"}')
+    fragment = await socket.receive_fragment()
+    assert fragment.target("message-error").text() == "Could not sync this page."
+
+
+# Nothing lost: catch-up on (re)connect and after a gap
+
+
+async def test_connect_sends_what_the_page_missed(room_socket, room, alice):
+    for body in ("a", "b", "c"):
+        await store(room, alice, body)
+    socket = await room_socket(room, last_seq=1)
+    fragment = await socket.receive_fragment()
+    assert bodies(fragment) == ["b", "c"]
+    assert fragment.target("last-seq").element["value"] == "3"
+
+
+async def test_connect_up_to_date_page_gets_nothing(room_socket, room, alice):
+    await store(room, alice, "a")
+    socket = await room_socket(room, last_seq=1)
+    await socket.assert_nothing_received()
+
+
+async def test_reconnect_sees_each_missed_message_once(room_socket, room, alice):
+    sender = await room_socket(room, user=alice)
+    page = await room_socket(room)
+    await sender.send_form(message="before")
+    last_seq = int((await page.receive_fragment()).target("last-seq").element["value"])
+    await page.disconnect()
+    for body in ("while", "offline"):
+        await sender.send_form(message=body)
+    page = await room_socket(room, last_seq=last_seq)
+    assert bodies(await page.receive_fragment()) == ["while", "offline"]
+    await sender.send_form(message="after")
+    assert bodies(await page.receive_fragment()) == ["after"]
+    await page.assert_nothing_received()
+
+
+async def test_events_before_sync_report_are_delivered_once(room_socket, room, alice):
+    page = await room_socket(room, last_seq=None)
+    sender = await room_socket(room, user=alice)
+    await sender.send_form(message="early")
+    await sender.receive_fragment()
+    await sender.receive_fragment()
+    await page.sync(0)
+    assert bodies(await page.receive_fragment()) == ["early"]
+    await page.assert_nothing_received()
+
+
+async def test_far_behind_page_gets_latest_history_instead(room_socket, room, alice, settings):
+    settings.ROOMCAST_CATCHUP_LIMIT = 2
+    for body in ("a", "b", "c", "d"):
+        await store(room, alice, body)
+    socket = await room_socket(room, last_seq=0)
+    fragment = await socket.receive_fragment()
+    assert fragment.target("messages").swap == "true"
+    assert bodies(fragment) == ["a", "b", "c", "d"]
+
+
+async def test_page_ahead_of_room_gets_latest_history(room_socket, room, alice):
+    await store(room, alice, "a")
+    socket = await room_socket(room, last_seq=99)
+    fragment = await socket.receive_fragment()
+    assert fragment.target("messages").swap == "true"
+    assert fragment.target("last-seq").element["value"] == "1"
+
+
+async def test_gap_in_sequence_is_filled_from_database(room_socket, room, alice, bob):
+    sender = await room_socket(room, user=alice)
+    page = await room_socket(room)
+    await sender.send_form(message="one")
+    await page.receive_fragment()
+    await database_sync_to_async(store_unpublished)(room, bob, "lost on the way")
+    await sender.send_form(message="three")
+    received = [await page.receive_fragment(), await page.receive_fragment()]
+    assert [bodies(f) for f in received] == [["lost on the way"], ["three"]]
+
+
+async def test_gap_on_first_event_catches_socket_up(room_socket, room, alice, bob):
+    page = await room_socket(room)
+    await database_sync_to_async(store_unpublished)(room, bob, "lost on the way")
+    sender = await room_socket(room, user=alice, last_seq=1)
+    await sender.send_form(message="two")
+    received = [await page.receive_fragment(), await page.receive_fragment()]
+    assert [b for f in received for b in bodies(f)] == ["lost on the way", "two"]
+    await page.assert_nothing_received()
