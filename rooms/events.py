@@ -1,6 +1,7 @@
-"""Group names and publishing: how a room event reaches the channel layer.
+"""Group names, event shapes and publishing: how a change reaches every process.
 
-Events carry plain values (ids, numbers, strings) so any channel layer can carry them.
+Events carry plain values (ids, numbers, strings) so any channel layer can carry them, and
+name their group, so the process's fan-out hub knows which local sockets they are for.
 """
 
 from __future__ import annotations
@@ -12,17 +13,113 @@ from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
 
+# Room events numbered by the room's sequence (caught up from the database when missed).
 MESSAGE = "room.message"
+MESSAGE_CHANGED = "room.message_changed"
+# Room events about the moment (not numbered: a later one supersedes them).
+PRESENCE = "room.presence"
+# Made by a process's hub for its own sockets, never published.
+BATCH = "room.batch"
+TYPISTS = "room.typists"
+TYPING = "room.typing"
+MEMBER_REMOVED = "room.member_removed"
+# Events for one user, on every page they have open.
+MENTION = "user.mention"
+READ = "user.read"
+NOTICE = "user.notice"
 
 
 def room_group(room_id: int) -> str:
-    """The channel-layer group of a room, built from its primary key, never from URL text."""
+    """The group of a room, built from its primary key, never from URL text."""
     return f"room-{int(room_id)}"
 
 
+def user_group(user_id: int) -> str:
+    """The group of one user's open pages."""
+    return f"user-{int(user_id)}"
+
+
 def message_event(room_id: int, message: dict) -> dict:
-    """The group event for a new message."""
-    return {"type": MESSAGE, "room": int(room_id), "seq": message["seq"], "message": message}
+    """A new message."""
+    return {
+        "type": MESSAGE,
+        "group": room_group(room_id),
+        "room": int(room_id),
+        "seq": message["seq"],
+        "message": message,
+    }
+
+
+def message_changed_event(room_id: int, message: dict) -> dict:
+    """An edited or deleted message, numbered by the change."""
+    return {
+        "type": MESSAGE_CHANGED,
+        "group": room_group(room_id),
+        "room": int(room_id),
+        "seq": message["changed_seq"],
+        "message": message,
+    }
+
+
+def batch_event(room_id: int, after_seq: int, upto_seq: int, messages: list[dict]) -> dict:
+    """Everything created or changed in (after_seq, upto_seq]: a filled gap."""
+    return {
+        "type": BATCH,
+        "group": room_group(room_id),
+        "room": int(room_id),
+        "after": int(after_seq),
+        "seq": int(upto_seq),
+        "messages": messages,
+    }
+
+
+def typists_event(group: str, typists: list[tuple[int, str]]) -> dict:
+    """Who is typing in a room now: (user id, username) pairs."""
+    return {"type": TYPISTS, "group": group, "typists": typists}
+
+
+def presence_event(room_id: int, names: list[str]) -> dict:
+    """Who is in the room now."""
+    return {"type": PRESENCE, "group": room_group(room_id), "room": int(room_id), "names": names}
+
+
+def typing_event(room_id: int, user_id: int, name: str, typing: bool) -> dict:
+    """Someone started (or stopped) typing in the room."""
+    return {
+        "type": TYPING,
+        "group": room_group(room_id),
+        "room": int(room_id),
+        "user": int(user_id),
+        "name": name,
+        "typing": typing,
+    }
+
+
+def member_removed_event(room_id: int, user_id: int) -> dict:
+    """A member was removed from a private room: their sockets there close."""
+    return {
+        "type": MEMBER_REMOVED,
+        "group": room_group(room_id),
+        "room": int(room_id),
+        "user": int(user_id),
+    }
+
+
+def mention_event(user_id: int, room_title: str, room_slug: str, message: dict) -> dict:
+    """Someone @mentioned the user."""
+    return {
+        "type": MENTION,
+        "group": user_group(user_id),
+        "user": int(user_id),
+        "room_title": room_title,
+        "room_slug": room_slug,
+        "message": message,
+    }
+
+
+def read_event(user_id: int, room_id: int, seq: int) -> dict:
+    """The user has read the room up to `seq` (on one of their pages)."""
+    return {"type": READ, "group": user_group(user_id), "room": int(room_id), "seq": int(seq)}
 
 
 async def apublish(group: str, event: dict) -> None:
@@ -44,4 +141,11 @@ def publish(group: str, event: dict) -> None:
 
 def publish_message(room_id: int, message: dict) -> None:
     """Publish a stored message to its room."""
-    publish(room_group(room_id), message_event(room_id, message))
+    event = message_event(room_id, message)
+    publish(event["group"], event)
+
+
+def publish_message_changed(room_id: int, message: dict) -> None:
+    """Publish an edit or delete to its room."""
+    event = message_changed_event(room_id, message)
+    publish(event["group"], event)

@@ -1,12 +1,16 @@
-"""The fan-out hub: turns one room event into HTML for every local socket in the room.
+"""The fan-out hub: hands each group event to every local socket in the group.
 
 There is one hub per process (per event loop). Sockets do not join channel-layer groups
-themselves: the hub subscribes its single channel to the group of each room that has a
-local socket, so a group event crosses the layer once per process. The hub renders the
-fragment once per event (once per viewer variant, where a fragment differs by viewer) and
-hands the same text to every socket, which costs one send each. Nothing here touches the
-database or a thread per socket per event; the database is read only to fill a gap in a
-room's sequence, once per process.
+themselves: the hub subscribes its single channel to each group that has a local socket
+(a room, or one user's pages), so a group event crosses the layer once per process. For
+each event the hub calls every socket's `deliver(event, cache)`; the socket renders its
+fragment through `cache`, keyed by its viewer variant, so a fragment is rendered once per
+event per variant and every other socket only sends the same text.
+
+The hub also keeps what a room needs between events: the last sequence number it fanned
+out (a gap is filled from the database once per process, not once per socket), who is
+typing (with each typist's expiry timer), and the presence entries of its own sockets,
+which it refreshes every heartbeat and re-publishes when the room's list changes.
 """
 
 from __future__ import annotations
@@ -14,55 +18,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db.models import Q
 
-from rooms import events, fragments
+from rooms import events, presence
 from rooms.models import Message
 
 logger = logging.getLogger(__name__)
 
 
 class Socket(Protocol):
-    """What the hub needs of a connected socket (a `RoomConsumer`)."""
+    """What the hub needs of a connected socket (a consumer)."""
 
-    variant: Hashable
-
-    async def offer(self, seq: int, text: str) -> None:
-        """Take the fragment for the room event numbered `seq`."""
+    async def deliver(self, event: dict, cache: dict) -> None:
+        """Take one group event; render through `cache` (shared by the event's sockets)."""
 
 
 @dataclass
 class RoomState:
-    """The local sockets of one room, and the last event the hub fanned out to them."""
+    """What the hub remembers about one room with local sockets."""
 
-    sockets: set[Socket] = field(default_factory=set)
     last_seq: int | None = None
+    # user id -> (username, the timer that clears them)
+    typists: dict[int, tuple[str, asyncio.TimerHandle]] = field(default_factory=dict)
+    # presence entries of this process's sockets: connection id -> username
+    entries: dict[str, str] = field(default_factory=dict)
+    # the presence list last published or seen
+    names: list[str] | None = None
 
 
 class Hub:
-    """One process's registry of room sockets, fed by one channel-layer channel."""
+    """One process's registry of sockets by group, fed by one channel-layer channel."""
 
-    def __init__(self, layer_alias: str = DEFAULT_CHANNEL_LAYER, layer=None) -> None:
-        # `layer` gives this hub a layer instance of its own: two hubs in one process
+    def __init__(self, layer_alias: str = DEFAULT_CHANNEL_LAYER, layer=None, store=None) -> None:
+        # `layer` (and `store`) give this hub its own instances: two hubs in one process
         # then behave like two server processes (the Redis tests do this).
         self.layer_alias = layer_alias
         self._own_layer = layer
-        self.handlers: dict[str, Callable] = {events.MESSAGE: self.room_message}
+        self._own_store = store
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self.rooms: dict[int, RoomState] = {}
+        self.groups: dict[str, set[Socket]] = {}
+        self.rooms: dict[str, RoomState] = {}
         self.layer = None
+        self.store = None
         self.channel_name: str | None = None
-        self._subscribed: set[int] = set()
-        self._task: asyncio.Task | None = None
+        self._subscribed: set[str] = set()
+        self._tasks: list[asyncio.Task] = []
+        self._timer_tasks: set[asyncio.Task] = set()
         self._lock = asyncio.Lock()
 
     def _bind_loop(self) -> None:
@@ -71,50 +82,63 @@ class Hub:
         if loop is not self._loop:
             self._loop = loop
             self._reset()
+        if self.layer is None:
+            self.layer = self._own_layer or get_channel_layer(self.layer_alias)
+            self.store = self._own_store or presence.get_store()
 
-    def sockets(self, room_id: int) -> set[Socket]:
-        """The local sockets of a room."""
-        state = self.rooms.get(room_id)
-        return set(state.sockets) if state else set()
+    # Membership -------------------------------------------------------------------------
 
-    async def join(self, room_id: int, socket: Socket) -> None:
-        """Register a socket in a room; events for the room reach it from now on."""
+    def sockets(self, group: str) -> set[Socket]:
+        """The local sockets of a group."""
+        return set(self.groups.get(group, ()))
+
+    async def join(self, group: str, socket: Socket) -> None:
+        """Register a socket in a group; the group's events reach it from now on."""
         self._bind_loop()
-        self.rooms.setdefault(room_id, RoomState()).sockets.add(socket)
-        if room_id in self._subscribed:
+        self.groups.setdefault(group, set()).add(socket)
+        if group in self._subscribed:
             return
         async with self._lock:
             await self._start()
-            if room_id in self.rooms and room_id not in self._subscribed:
-                await self.layer.group_add(events.room_group(room_id), self.channel_name)
-                self._subscribed.add(room_id)
+            if group in self.groups and group not in self._subscribed:
+                await self.layer.group_add(group, self.channel_name)
+                self._subscribed.add(group)
 
-    async def leave(self, room_id: int, socket: Socket) -> None:
-        """Unregister a socket; the last one out unsubscribes the hub from the room."""
+    async def leave(self, group: str, socket: Socket) -> None:
+        """Unregister a socket; the last one out unsubscribes the hub from the group."""
         self._bind_loop()
-        state = self.rooms.get(room_id)
-        if state is not None:
-            state.sockets.discard(socket)
-            if not state.sockets:
-                del self.rooms[room_id]
+        members = self.groups.get(group)
+        if members is not None:
+            members.discard(socket)
+            if not members:
+                del self.groups[group]
+                self._forget_room(group)
         async with self._lock:
-            if room_id not in self.rooms and room_id in self._subscribed:
-                self._subscribed.discard(room_id)
-                await self.layer.group_discard(events.room_group(room_id), self.channel_name)
-            if not self.rooms:
+            if group not in self.groups and group in self._subscribed:
+                self._subscribed.discard(group)
+                await self.layer.group_discard(group, self.channel_name)
+            if not self.groups:
                 await self._stop()
 
+    async def publish(self, event: dict) -> None:
+        """Send an event to its group through this hub's layer."""
+        self._bind_loop()
+        await self.layer.group_send(event["group"], event)
+
     async def _start(self) -> None:
-        if self._task is not None:
+        if self._tasks:
             return
-        self.layer = self._own_layer or get_channel_layer(self.layer_alias)
         self.channel_name = await self.layer.new_channel("roomcast-hub.")
-        self._task = asyncio.create_task(self._run(), name="roomcast-hub")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="roomcast-hub"),
+            asyncio.create_task(self._heartbeat(), name="roomcast-hub-heartbeat"),
+        ]
 
     async def _stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -136,54 +160,173 @@ class Hub:
             except Exception:
                 logger.exception("fan-out of %r failed", event.get("type"))
 
+    # Fan-out ----------------------------------------------------------------------------
+
     async def dispatch(self, event: dict) -> None:
-        """Hand one group event to its handler."""
-        handler = self.handlers.get(event.get("type"))
-        if handler is None:
-            logger.warning("fan-out hub ignores event type %r", event.get("type"))
+        """Fan one group event out to the group's local sockets."""
+        group = event.get("group")
+        if group not in self.groups:
             return
-        await handler(event)
+        kind = event.get("type")
+        if kind in (events.MESSAGE, events.MESSAGE_CHANGED):
+            await self._sequenced(group, event)
+        elif kind == events.TYPING:
+            await self._typing(group, event)
+        else:
+            if kind == events.PRESENCE:
+                self._room(group).names = event["names"]
+            await self.deliver(group, event)
 
-    async def room_message(self, event: dict) -> None:
-        """A new message: fill any gap from the database, then fan out in order."""
-        state = self.rooms.get(event["room"])
-        if state is None:
-            return
+    async def deliver(self, group: str, event: dict) -> None:
+        """Hand `event` to every local socket of `group`, sharing one render cache."""
+        cache: dict = {}
+        for socket in list(self.groups.get(group, ())):
+            try:
+                await socket.deliver(event, cache)
+            except Exception:
+                logger.exception("socket %r failed to take %r", socket, event.get("type"))
+
+    async def _sequenced(self, group: str, event: dict) -> None:
+        """A numbered room event: fill any gap from the database, then fan out in order."""
+        state = self._room(group)
         seq = event["seq"]
-        messages = [event["message"]]
-        if state.last_seq is not None:
-            if seq <= state.last_seq:
-                return  # fanned out already (a duplicate, or filled in from a gap)
-            if seq > state.last_seq + 1:
-                missed = await fetch_messages(event["room"], state.last_seq, seq - 1)
-                messages = missed + messages
-        state.last_seq = seq
-        for message in messages:
-            await self.fan_out(state, message["seq"], lambda v, m=message: render_message(m, v))
+        if state.last_seq is not None and seq <= state.last_seq:
+            return  # fanned out already (a duplicate, or filled in from a gap)
+        if state.last_seq is not None and seq > state.last_seq + 1:
+            after = state.last_seq
+            state.last_seq = seq
+            messages = await fetch_changes(event["room"], after, seq)
+            await self.deliver(group, events.batch_event(event["room"], after, seq, messages))
+        else:
+            state.last_seq = seq
+            await self.deliver(group, event)
+        if event["type"] == events.MESSAGE:
+            # Posting ends the author's typing at once.
+            self._stop_typing(group, event["message"]["author_id"])
 
-    async def fan_out(self, state: RoomState, seq: int, render: Callable[[Hashable], str]) -> None:
-        """Render once per viewer variant and offer the text to every socket."""
-        texts: dict[Hashable, str] = {}
-        for socket in list(state.sockets):
-            text = texts.get(socket.variant)
-            if text is None:
-                text = texts[socket.variant] = render(socket.variant)
-            await socket.offer(seq, text)
+    # Typing ----------------------------------------------------------------------------
 
+    async def _typing(self, group: str, event: dict) -> None:
+        state = self._room(group)
+        user_id = event["user"]
+        previous = state.typists.pop(user_id, None)
+        if previous is not None:
+            previous[1].cancel()
+        if event["typing"]:
+            timer = asyncio.get_running_loop().call_later(
+                settings.ROOMCAST_TYPING_TIMEOUT, self._stop_typing, group, user_id
+            )
+            state.typists[user_id] = (event["name"], timer)
+        if previous is None and not event["typing"]:
+            return
+        await self._deliver_typists(group)
 
-def render_message(message: dict, variant: Hashable) -> str:
-    """The push for one new message (the same for every viewer, for now)."""
-    return fragments.new_messages([message])
+    def _stop_typing(self, group: str, user_id: int) -> None:
+        state = self.rooms.get(group)
+        if state is None or user_id not in state.typists:
+            return
+        state.typists.pop(user_id)[1].cancel()
+        task = asyncio.get_running_loop().create_task(self._deliver_typists(group))
+        self._timer_tasks.add(task)
+        task.add_done_callback(self._timer_tasks.discard)
+
+    async def _deliver_typists(self, group: str) -> None:
+        state = self.rooms.get(group)
+        typists = [(uid, name) for uid, (name, _) in state.typists.items()] if state else []
+        await self.deliver(group, events.typists_event(group, typists))
+
+    # Presence --------------------------------------------------------------------------
+
+    async def enter(self, room_id: int, conn_id: str, name: str) -> bool:
+        """Count a signed-in socket as present in the room, and tell the room if that changes.
+
+        Returns whether the room was told (the new socket then hears it too).
+        """
+        self._bind_loop()
+        group = events.room_group(room_id)
+        self._room(group).entries[conn_id] = name
+        await self._guard(self.store.touch(room_id, {conn_id: name}, self.ttl))
+        return await self._publish_presence(room_id)
+
+    async def exit(self, room_id: int, conn_id: str) -> None:
+        """Stop counting a socket as present."""
+        self._bind_loop()
+        state = self.rooms.get(events.room_group(room_id))
+        if state is not None:
+            state.entries.pop(conn_id, None)
+        await self._guard(self.store.remove(room_id, conn_id))
+        await self._publish_presence(room_id)
+
+    async def present(self, room_id: int) -> list[str]:
+        """Who is in the room now, across processes."""
+        self._bind_loop()
+        names = await self._guard(self.store.names(room_id))
+        if names is None:  # the store is unreachable: fall back to what we last knew
+            state = self.rooms.get(events.room_group(room_id))
+            return (state.names if state else None) or []
+        return names
+
+    async def first_in(self, key: str, seconds: float) -> bool:
+        """A throttle shared by every process: True once per `seconds` per key."""
+        self._bind_loop()
+        allowed = await self._guard(self.store.first_in(key, seconds))
+        return True if allowed is None else allowed
+
+    @property
+    def ttl(self) -> float:
+        return settings.ROOMCAST_PRESENCE_TTL
+
+    async def _publish_presence(self, room_id: int) -> bool:
+        group = events.room_group(room_id)
+        names = await self._guard(self.store.names(room_id))
+        state = self.rooms.get(group)
+        if names is None or state is None or names == state.names:
+            return False
+        state.names = names
+        await self._guard(self.publish(events.presence_event(room_id, names)))
+        return True
+
+    async def _heartbeat(self) -> None:
+        """Keep this process's presence entries alive, and publish lists that changed.
+
+        Every process does this for its own rooms, so entries of a process that died drop
+        out of every room that still has a socket somewhere, within TTL + one heartbeat.
+        """
+        while True:
+            await asyncio.sleep(settings.ROOMCAST_PRESENCE_HEARTBEAT)
+            for group, state in list(self.rooms.items()):
+                room_id = int(group.removeprefix("room-"))
+                if state.entries:
+                    await self._guard(self.store.touch(room_id, dict(state.entries), self.ttl))
+                await self._publish_presence(room_id)
+
+    async def _guard(self, awaitable):
+        """Await a store or layer call; if the service is down, log it and return None."""
+        try:
+            return await awaitable
+        except Exception:
+            logger.warning("presence store or layer unavailable", exc_info=True)
+            return None
+
+    # Room state ------------------------------------------------------------------------
+
+    def _room(self, group: str) -> RoomState:
+        return self.rooms.setdefault(group, RoomState())
+
+    def _forget_room(self, group: str) -> None:
+        state = self.rooms.pop(group, None)
+        if state is not None:
+            for _, timer in state.typists.values():
+                timer.cancel()
 
 
 @database_sync_to_async
-def fetch_messages(room_id: int, after_seq: int, upto_seq: int) -> list[dict]:
-    """Stored messages with after_seq < seq <= upto_seq, as event values, in order."""
-    rows = (
-        Message.objects.filter(room_id=room_id, seq__gt=after_seq, seq__lte=upto_seq)
-        .select_related("author")
-        .order_by("seq")
+def fetch_changes(room_id: int, after_seq: int, upto_seq: int) -> list[dict]:
+    """Messages created or changed in (after_seq, upto_seq], as event values, in order."""
+    window = Q(seq__gt=after_seq, seq__lte=upto_seq) | Q(
+        changed_seq__gt=after_seq, changed_seq__lte=upto_seq
     )
+    rows = Message.objects.filter(window, room_id=room_id).select_related("author").order_by("seq")
     return [message.as_event() for message in rows]
 
 

@@ -2,6 +2,7 @@
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
 from rooms.models import Room
@@ -26,10 +27,33 @@ class SyncForm(forms.Form):
     last_seq = forms.IntegerField(min_value=0, max_value=2**63 - 1)
 
 
+class MessageActionForm(forms.Form):
+    """Which message an edit, save, cancel or delete is for."""
+
+    message_id = forms.IntegerField(min_value=1, max_value=2**63 - 1)
+
+
 class RoomForm(forms.ModelForm):
     class Meta:
         model = Room
-        fields = ["title"]
+        fields = ["title", "is_private"]
+        labels = {"is_private": "Private (only members you add can see and enter it)"}
+
+
+class MemberForm(forms.Form):
+    """A username the owner of a private room adds as a member."""
+
+    username = forms.CharField(
+        max_length=150,
+        widget=forms.TextInput(attrs={"placeholder": "Username", "aria-label": "Username"}),
+    )
+
+    def clean_username(self):
+        username = self.cleaned_data["username"].strip()
+        try:
+            return get_user_model().objects.get(username=username, is_active=True)
+        except get_user_model().DoesNotExist:
+            raise forms.ValidationError(f"There is no user called {username}.") from None
 
 
 class SignupForm(UserCreationForm):

@@ -5,7 +5,7 @@ from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path
 
-from rooms.consumers import RoomConsumer
+from rooms.consumers import RoomConsumer, UserConsumer
 from rooms.fanout import Hub
 
 
@@ -14,5 +14,8 @@ def websocket_application(hub: Hub | None = None):
 
     Tests pass their own hub to run two application instances in one process.
     """
-    routes = [path("ws/rooms/<slug:slug>/", RoomConsumer.as_asgi(hub=hub), name="room_socket")]
+    routes = [
+        path("ws/rooms/<slug:slug>/", RoomConsumer.as_asgi(hub=hub), name="room_socket"),
+        path("ws/me/", UserConsumer.as_asgi(hub=hub), name="user_socket"),
+    ]
     return AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes)))

@@ -1,11 +1,12 @@
 """Roomcast's test toolkit: connect to a room's socket, send what htmx sends, read fragments.
 
 It is a pytest plugin too: `pytest_plugins = ["rooms.testing"]` in a conftest.py gives the
-fixtures `room_socket` (connect to a room as a user), `ws_application` and `fanout_hub`.
+fixtures `room_socket` (connect to a room as a user), `user_socket` (the socket of every
+other page), `ws_application` and `fanout_hub`.
 
     async def test_post_reaches_the_room(room_socket, room, alice):
         socket = await room_socket(room, user=alice)
-        await socket.send_form(message="hello")
+        await socket.post("hello")
         fragment = await socket.receive_fragment()
         assert fragment.target("messages").swap == "beforeend"
 """
@@ -83,7 +84,7 @@ class Fragment:
         return self.soup.select(css)
 
 
-def htmx_frame(form_id: str, **fields) -> str:
+def htmx_frame(form_id: str | None, **fields) -> str:
     """A frame as the htmx 2 ws extension sends it for a `ws-send` form."""
     headers = {
         "HX-Request": "true",
@@ -113,11 +114,35 @@ class RoomSocket:
 
     async def sync(self, last_seq: int) -> None:
         """Send what the page's sync form sends on htmx:wsOpen."""
-        await self.communicator.send_to(text_data=htmx_frame("sync", last_seq=str(last_seq)))
+        await self.send_form("sync", action="sync", last_seq=str(last_seq))
 
-    async def send_form(self, **fields) -> None:
-        """Send what the page's message form sends when submitted."""
-        await self.communicator.send_to(text_data=htmx_frame("message-form", **fields))
+    async def post(self, message: str) -> None:
+        """Send what the message form sends when submitted."""
+        await self.send_form("message-form", action="post", message=message)
+
+    async def type(self) -> None:
+        """Send what the message input sends while the user types."""
+        await self.send_form("message-input", action="typing")
+
+    async def edit(self, message_id: int) -> None:
+        """Click a message's Edit button."""
+        await self.send_form(None, action="edit", message_id=str(message_id))
+
+    async def save(self, message_id: int, message: str) -> None:
+        """Submit a message's edit form."""
+        await self.send_form(None, action="save", message_id=str(message_id), message=message)
+
+    async def cancel(self, message_id: int) -> None:
+        """Click Cancel on a message's edit form."""
+        await self.send_form(None, action="cancel", message_id=str(message_id))
+
+    async def delete(self, message_id: int) -> None:
+        """Click a message's Delete button."""
+        await self.send_form(None, action="delete", message_id=str(message_id))
+
+    async def send_form(self, form_id: str | None, **fields) -> None:
+        """Send what the ws extension sends for the element `form_id` with these fields."""
+        await self.communicator.send_to(text_data=htmx_frame(form_id, **fields))
 
     async def send_text(self, text: str) -> None:
         await self.communicator.send_to(text_data=text)
@@ -125,8 +150,20 @@ class RoomSocket:
     async def send_bytes(self, data: bytes) -> None:
         await self.communicator.send_to(bytes_data=data)
 
-    async def receive_fragment(self, timeout: float = DEFAULT_TIMEOUT) -> Fragment:
-        """The next frame, parsed; fails if none comes or the socket closes."""
+    async def receive_fragment(
+        self, timeout: float = DEFAULT_TIMEOUT, skip: tuple[str, ...] = ("presence",)
+    ) -> Fragment:
+        """The next frame, parsed; fails if none comes or the socket closes.
+
+        Frames that only swap targets in `skip` (by default the presence list, which
+        arrives whenever anyone comes or goes) are passed over.
+        """
+        while True:
+            fragment = await self._receive(timeout)
+            if not fragment.targets() or not set(fragment.targets()) <= set(skip):
+                return fragment
+
+    async def _receive(self, timeout: float) -> Fragment:
         try:
             message = await self.communicator.receive_output(timeout)
         except TimeoutError:
@@ -148,10 +185,17 @@ class RoomSocket:
         self.connected = False
         return self.close_code
 
-    async def assert_nothing_received(self, timeout: float = QUIET_TIMEOUT) -> None:
-        """Fail if any frame arrives within `timeout`."""
-        if not await self.communicator.receive_nothing(timeout=timeout):
+    async def assert_nothing_received(
+        self, timeout: float = QUIET_TIMEOUT, skip: tuple[str, ...] = ("presence",)
+    ) -> None:
+        """Fail if any frame (other than one that only swaps `skip` targets) arrives."""
+        while not await self.communicator.receive_nothing(timeout=timeout):
             message = await self.communicator.receive_output()
+            text = message.get("text")
+            if text is not None:
+                targets = Fragment(text).targets()
+                if targets and set(targets) <= set(skip):
+                    continue
             raise AssertionError(f"expected nothing more, got {message!r}")
 
     async def disconnect(self) -> None:
@@ -169,15 +213,29 @@ def session_cookie(user) -> bytes:
     return f"{name}={client.cookies[name].value}".encode()
 
 
-async def open_room_socket(
-    application, room, user=None, last_seq: int | None = 0, origin: str = "http://testserver"
-) -> RoomSocket:
-    """Connect to `room`'s socket as `user` (anonymous when None) through the full stack."""
+async def communicator_for(
+    application, path: str, user=None, origin: str = "http://testserver"
+) -> WebsocketCommunicator:
+    """A communicator for `path` as `user` (anonymous when None), through the full stack."""
     headers = [(b"origin", origin.encode())]
     if user is not None:
         headers.append((b"cookie", await session_cookie(user)))
-    communicator = WebsocketCommunicator(application, room.socket_path(), headers=headers)
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def open_room_socket(
+    application, room, user=None, last_seq: int | None = 0, origin: str = "http://testserver"
+) -> RoomSocket:
+    """Connect to `room`'s socket as `user` and report `last_seq` as the page does."""
+    communicator = await communicator_for(application, room.socket_path(), user, origin)
     return await RoomSocket(communicator).connect(last_seq=last_seq)
+
+
+async def open_user_socket(application, user, unread: bool = False) -> RoomSocket:
+    """Connect to the socket every other page opens for its user (`unread`: the room list's)."""
+    path = "/ws/me/?unread=1" if unread else "/ws/me/"
+    communicator = await communicator_for(application, path, user)
+    return await RoomSocket(communicator).connect(last_seq=None)
 
 
 @pytest.fixture
@@ -203,6 +261,21 @@ async def room_socket(ws_application) -> Iterator:
     async def connect(room, user=None, last_seq: int | None = 0, **kwargs) -> RoomSocket:
         application = kwargs.pop("application", ws_application)
         socket = await open_room_socket(application, room, user, last_seq, **kwargs)
+        opened.append(socket)
+        return socket
+
+    yield connect
+    for socket in opened:
+        await socket.disconnect()
+
+
+@pytest.fixture
+async def user_socket(ws_application) -> Iterator:
+    """Connect to a user's own socket: `await user_socket(alice, unread=True)`."""
+    opened: list[RoomSocket] = []
+
+    async def connect(user, unread: bool = False) -> RoomSocket:
+        socket = await open_user_socket(ws_application, user, unread)
         opened.append(socket)
         return socket
 

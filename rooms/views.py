@@ -1,19 +1,25 @@
-"""Views: the first, full-page render of each page."""
+"""Views: the first, full-page render of each page, and the owner's member forms."""
 
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from rooms import fragments
-from rooms.forms import RoomForm, SignupForm
-from rooms.models import Room
+from rooms import events, fragments
+from rooms.forms import MemberForm, RoomForm, SignupForm
+from rooms.models import Room, latest_seq, mark_read, unread_counts, visible_rooms
 
 
 def room_list(request: HttpRequest) -> HttpResponse:
-    """The rooms this visitor may see."""
-    rooms = [room for room in Room.objects.all() if room.can_read(request.user)]
+    """The rooms this visitor may see, with the signed-in user's unread counts."""
+    rooms = list(visible_rooms(request.user))
+    unread = unread_counts(request.user, rooms)
+    for room in rooms:
+        room.unread = unread.get(room.pk, 0)
     return render(request, "rooms/room_list.html", {"rooms": rooms})
 
 
@@ -29,21 +35,72 @@ def room_create(request: HttpRequest) -> HttpResponse:
     return render(request, "rooms/room_form.html", {"form": form})
 
 
+def readable_room(request: HttpRequest, slug: str) -> Room:
+    """The room, or a 404 for a room that does not exist or that this visitor may not see."""
+    room = get_object_or_404(Room, slug=slug)
+    if not room.can_read(request.user):
+        raise Http404("No such room.")  # a private room is not even admitted to exist
+    return room
+
+
 def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     """A room with its latest messages; the page then goes live over its socket."""
-    room = get_object_or_404(Room, slug=slug)
-    messages = [fragments.message_context(m.as_event()) for m in room.latest_messages()]
+    room = readable_room(request, slug)
+    return render_room(request, room, MemberForm())
+
+
+def render_room(request: HttpRequest, room: Room, member_form: MemberForm, status: int = 200):
+    user = request.user
+    viewer = fragments.Viewer(user_id=user.pk, moderator=room.is_moderator(user))
+    messages = [m.as_event() for m in room.latest_messages()]
+    # The page's sync point comes from the rows it shows, not the room's counter, so a
+    # message stored while this page renders is sent when the socket connects.
+    last_seq = latest_seq(messages)
+    mark_read(user, room, last_seq)
+    is_owner = room.is_moderator(user)
     context = {
         "room": room,
-        "messages": messages,
-        # The page's sync point is the last message it shows, not the room's counter, so
-        # a message stored while this page renders is sent when the socket connects.
-        "last_seq": messages[-1]["seq"] if messages else 0,
-        "can_post": room.can_post(request.user),
+        "messages": [fragments.message_context(m, viewer) for m in messages],
+        "last_seq": last_seq,
+        "can_post": room.can_post(user),
         "max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH,
-        "ws_url": room.socket_path(),
+        "is_owner": is_owner,
+        "members": room.members.order_by("username") if is_owner else [],
+        "member_form": member_form,
     }
-    return render(request, "rooms/room_detail.html", context)
+    return render(request, "rooms/room_detail.html", context, status=status)
+
+
+def owned_private_room(request: HttpRequest, slug: str) -> Room:
+    room = readable_room(request, slug)
+    if not room.is_private or not room.is_moderator(request.user):
+        raise PermissionDenied("Only the owner of a private room manages its members.")
+    return room
+
+
+@login_required
+@require_POST
+def room_member_add(request: HttpRequest, slug: str) -> HttpResponse:
+    """The owner adds a member to a private room by username."""
+    room = owned_private_room(request, slug)
+    form = MemberForm(request.POST)
+    if not form.is_valid():
+        return render_room(request, room, form, status=400)
+    room.members.add(form.cleaned_data["username"])
+    return redirect(room)
+
+
+@login_required
+@require_POST
+def room_member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    """The owner removes a member; the member's open pages of the room close at once."""
+    room = owned_private_room(request, slug)
+    member = get_object_or_404(room.members, pk=user_id)
+    with transaction.atomic():
+        room.members.remove(member)
+        event = events.member_removed_event(room.pk, member.pk)
+        transaction.on_commit(lambda: events.publish(event["group"], event), robust=True)
+    return redirect(room)
 
 
 def signup(request: HttpRequest) -> HttpResponse:

@@ -161,6 +161,17 @@ ROOMCAST_HISTORY_LENGTH = 50
 # A socket further behind than this is re-rendered from the latest history instead of
 # being sent every message it missed.
 ROOMCAST_CATCHUP_LIMIT = 200
+# Presence: each process refreshes its sockets' entries every HEARTBEAT seconds; an entry
+# not refreshed for TTL seconds (its process died) drops out. Shared through Redis when set.
+ROOMCAST_PRESENCE_URL = REDIS_URL
+ROOMCAST_PRESENCE_PREFIX = "roomcast"
+ROOMCAST_PRESENCE_HEARTBEAT = float(os.environ.get("ROOMCAST_PRESENCE_HEARTBEAT", 5))
+ROOMCAST_PRESENCE_TTL = float(os.environ.get("ROOMCAST_PRESENCE_TTL", 20))
+# Typing: at most one event per user per THROTTLE seconds; shown until TIMEOUT after the last.
+ROOMCAST_TYPING_THROTTLE = 2.0
+ROOMCAST_TYPING_TIMEOUT = 5.0
+# A room page writes how far its user has read at most this often (seconds).
+ROOMCAST_READ_MARK_INTERVAL = 5.0
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)

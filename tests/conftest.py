@@ -6,6 +6,7 @@ import os
 import pytest
 from django.contrib.auth import get_user_model
 
+from rooms import presence
 from rooms.models import Room, post_message
 
 pytest_plugins = ["rooms.testing"]
@@ -15,7 +16,9 @@ _counter = itertools.count(1)
 
 @pytest.fixture(autouse=True)
 def in_memory_channel_layer(settings):
-    """Every test starts on a fresh in-memory layer; Redis tests switch explicitly."""
+    """Every test starts on a fresh in-memory layer and presence store; Redis tests switch."""
+    presence.forget_everything()
+    settings.ROOMCAST_PRESENCE_URL = ""
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",

@@ -1,0 +1,121 @@
+"""Presence and typing, seen through room sockets."""
+
+import pytest
+from channels.db import database_sync_to_async
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def present(socket) -> list[str]:
+    """The names in the next presence list the socket receives."""
+    fragment = await socket.receive_fragment(skip=())
+    return [li.get_text() for li in fragment.target("presence").select("li:not(.empty)")]
+
+
+async def typing_text(socket) -> str:
+    fragment = await socket.receive_fragment(skip=("presence",))
+    return fragment.target("typing").text()
+
+
+# Presence
+
+
+async def test_a_new_socket_gets_the_presence_list(room_socket, room, alice):
+    socket = await room_socket(room, user=alice, last_seq=None)
+    assert await present(socket) == ["alice"]
+
+
+async def test_others_see_a_user_arrive(room_socket, room, alice, bob):
+    watcher = await room_socket(room, user=bob, last_seq=None)
+    assert await present(watcher) == ["bob"]
+    await room_socket(room, user=alice)
+    assert await present(watcher) == ["alice", "bob"]
+
+
+async def test_anonymous_readers_are_not_listed(room_socket, room, bob):
+    watcher = await room_socket(room, user=bob, last_seq=None)
+    await present(watcher)
+    await room_socket(room)
+    await watcher.assert_nothing_received(skip=())
+
+
+async def test_a_user_with_three_tabs_is_listed_once(room_socket, room, alice, bob):
+    watcher = await room_socket(room, user=bob, last_seq=None)
+    await present(watcher)
+    for _ in range(3):
+        await room_socket(room, user=alice)
+    assert await present(watcher) == ["alice", "bob"]
+    await watcher.assert_nothing_received(skip=())
+
+
+async def test_a_user_leaves_when_their_last_tab_closes(room_socket, room, alice, bob):
+    watcher = await room_socket(room, user=bob, last_seq=None)
+    await present(watcher)
+    tabs = [await room_socket(room, user=alice) for _ in range(2)]
+    assert await present(watcher) == ["alice", "bob"]
+    await tabs[0].disconnect()
+    await watcher.assert_nothing_received(skip=())
+    await tabs[1].disconnect()
+    assert await present(watcher) == ["bob"]
+
+
+# Typing
+
+
+async def test_typing_shows_to_the_others(room_socket, room, alice, bob):
+    typist = await room_socket(room, user=alice)
+    reader = await room_socket(room, user=bob)
+    await typist.type()
+    assert await typing_text(reader) == "alice is typing…"
+
+
+async def test_typing_is_never_shown_to_the_typist(room_socket, room, alice):
+    typist = await room_socket(room, user=alice)
+    await typist.type()
+    await typist.assert_nothing_received()
+
+
+async def test_typing_is_throttled_per_user(room_socket, room, alice, bob):
+    first_tab = await room_socket(room, user=alice)
+    second_tab = await room_socket(room, user=alice)
+    reader = await room_socket(room, user=bob)
+    await first_tab.type()
+    assert await typing_text(reader) == "alice is typing…"
+    await first_tab.type()
+    await second_tab.type()
+    await reader.assert_nothing_received()
+
+
+async def test_typing_disappears_by_itself(room_socket, room, alice, bob, settings):
+    settings.ROOMCAST_TYPING_TIMEOUT = 0.1
+    typist = await room_socket(room, user=alice)
+    reader = await room_socket(room, user=bob)
+    await typist.type()
+    assert await typing_text(reader) == "alice is typing…"
+    assert await typing_text(reader) == ""
+
+
+async def test_typing_disappears_when_the_message_is_posted(room_socket, room, alice, bob):
+    typist = await room_socket(room, user=alice)
+    reader = await room_socket(room, user=bob)
+    await typist.type()
+    await typing_text(reader)
+    await typist.post("done typing")
+    await reader.receive_fragment()  # the message
+    assert await typing_text(reader) == ""
+
+
+async def test_two_typists_are_listed_together(room_socket, room, alice, bob, make_user):
+    carol = await database_sync_to_async(make_user)("carol")
+    reader = await room_socket(room, user=carol)
+    for user in (alice, bob):
+        await (await room_socket(room, user=user)).type()
+    await typing_text(reader)
+    assert await typing_text(reader) == "alice, bob are typing…"
+
+
+async def test_anonymous_typing_is_ignored(room_socket, room, bob):
+    anonymous = await room_socket(room)
+    reader = await room_socket(room, user=bob)
+    await anonymous.type()
+    await reader.assert_nothing_received()
