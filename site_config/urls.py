@@ -1,7 +1,8 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from rooms import views
+from rooms import catalog, views
 
 urlpatterns = [
     path("", views.room_list, name="room_list"),
@@ -17,3 +18,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]
+
+if settings.DEBUG:
+    # Template authors' tools: never served in production.
+    urlpatterns += [path("dev/fragments/", catalog.fragment_catalog, name="fragment_catalog")]
