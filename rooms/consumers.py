@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from rooms import events, fragments
+from rooms import dashboard, events, fragments, models
 from rooms.fanout import Hub
 from rooms.fanout import hub as default_hub
 from rooms.forms import MessageActionForm, MessageForm, SyncForm
@@ -27,7 +27,6 @@ from rooms.models import (
     Room,
     delete_message,
     edit_message,
-    latest_seq,
     mark_read,
     post_message,
     unread_counts,
@@ -129,7 +128,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             user_id=self.user.pk if signed_in else None,
             moderator=self.room.is_moderator(self.user),
         )
-        self.groups_joined = [events.room_group(self.room.pk)]
+        self.groups_joined = [events.room_group(self.room.pk), events.SITE_GROUP]
         if signed_in:
             self.groups_joined.append(events.user_group(self.user.pk))
         for group in self.groups_joined:
@@ -187,6 +186,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return  # one report per connection; later ones describe a page we already fed
         self.synced_once = True
         await self.catch_up(form.cleaned_data["last_seq"])
+        if payload.get("live") == "0":  # the page still has its no-socket form and poller
+            await self.send(text_data=fragments.go_live(self.viewer.user_id is not None))
         await self.flush_read()
 
     async def do_post(self, payload: dict) -> None:
@@ -282,6 +283,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if text is None:
             text = cache[key] = fragments.typing(list(names))
         await self.send(text_data=text)
+
+    async def on_fragment(self, event: dict, cache: dict) -> None:
+        await self.send(text_data=event["html"])
 
     async def on_member_removed(self, event: dict, cache: dict) -> None:
         if event["user"] == self.viewer.user_id:
@@ -382,6 +386,7 @@ ROOM_EVENTS = {
     events.TYPISTS: RoomConsumer.on_typists,
     events.MEMBER_REMOVED: RoomConsumer.on_member_removed,
     events.MENTION: RoomConsumer.on_mention,
+    events.FRAGMENT: RoomConsumer.on_fragment,
 }
 
 
@@ -407,7 +412,7 @@ class UserConsumer(AsyncWebsocketConsumer):
         if not self.user.is_authenticated:
             await self.close(code=CLOSE_FORBIDDEN, reason="Log in first.")
             return
-        self.groups_joined = [events.user_group(self.user.pk)]
+        self.groups_joined = [events.user_group(self.user.pk), events.SITE_GROUP]
         query = parse_qs(self.scope.get("query_string", b"").decode())
         if query.get("unread"):
             self.unread = await database_sync_to_async(my_unread_counts)(self.user)
@@ -425,7 +430,9 @@ class UserConsumer(AsyncWebsocketConsumer):
 
     async def deliver(self, event: dict, cache: dict) -> None:
         kind = event["type"]
-        if kind == events.MENTION:
+        if kind == events.FRAGMENT:
+            await self.send(text_data=event["html"])
+        elif kind == events.MENTION:
             await self.send(text_data=fragments.mention_toast(event))
         elif kind == events.MESSAGE:
             room_id = event["room"]
@@ -502,19 +509,27 @@ def my_unread_counts(user) -> dict[int, int]:
     return unread_counts(user, list(visible_rooms(user).values_list("pk", flat=True)))
 
 
-@database_sync_to_async
-def missed_changes(room_id: int, after_seq: int) -> tuple[list[dict], list[dict] | None, int]:
-    """What a page that shows events up to `after_seq` lacks.
+missed_changes = database_sync_to_async(models.missed_changes)
 
-    Returns (changes, None, last_seq) when the page can apply the changes, or
-    ([], latest, last_seq) when it is too far behind (or ahead) and should show the
-    latest history instead. `last_seq` comes from the rows read, in the same query, so
-    nothing committed meanwhile is skipped or sent twice.
-    """
-    limit = settings.ROOMCAST_CATCHUP_LIMIT
-    room = Room.objects.get(pk=room_id)
-    changes = [m.as_event() for m in room.changes_after(after_seq, limit + 1)]
-    if after_seq > room.last_seq or len(changes) > limit:
-        latest = [m.as_event() for m in room.latest_messages()]
-        return [], latest, latest_seq(latest)
-    return changes, None, max(after_seq, latest_seq(changes))
+
+class DashboardConsumer(AsyncWebsocketConsumer):
+    """The dashboard page's socket: takes the process's dashboard pushes."""
+
+    channel_layer_alias = None
+
+    def __init__(self, hub: Hub | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hub = hub or default_hub
+        self.feed = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        self.feed = dashboard.feed_for(self.hub)
+        await self.feed.join(self)
+
+    async def disconnect(self, code: int) -> None:
+        if self.feed is not None:
+            await self.feed.leave(self)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        pass  # this socket only listens

@@ -23,6 +23,10 @@ BATCH = "room.batch"
 TYPISTS = "room.typists"
 TYPING = "room.typing"
 MEMBER_REMOVED = "room.member_removed"
+# A rendered fragment pushed through rooms.live, to any group.
+FRAGMENT = "live.fragment"
+# The group of every open page of the site.
+SITE_GROUP = "site"
 # Events for one user, on every page they have open.
 MENTION = "user.mention"
 READ = "user.read"
@@ -115,6 +119,11 @@ def mention_event(user_id: int, room_title: str, room_slug: str, message: dict) 
         "room_slug": room_slug,
         "message": message,
     }
+
+
+def fragment_event(group: str, html: str) -> dict:
+    """HTML rendered once, for every socket of the group to send as it is."""
+    return {"type": FRAGMENT, "group": group, "html": html}
 
 
 def read_event(user_id: int, room_id: int, seq: int) -> dict:

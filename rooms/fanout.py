@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from rooms import events, presence
-from rooms.models import Message
+from rooms.models import Message, Room
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._run(), name="roomcast-hub"),
             asyncio.create_task(self._heartbeat(), name="roomcast-hub-heartbeat"),
+            asyncio.create_task(self._resync(), name="roomcast-hub-resync"),
         ]
 
     async def _stop(self) -> None:
@@ -193,16 +194,46 @@ class Hub:
         if state.last_seq is not None and seq <= state.last_seq:
             return  # fanned out already (a duplicate, or filled in from a gap)
         if state.last_seq is not None and seq > state.last_seq + 1:
-            after = state.last_seq
-            state.last_seq = seq
-            messages = await fetch_changes(event["room"], after, seq)
-            await self.deliver(group, events.batch_event(event["room"], after, seq, messages))
+            await self._fill(group, event["room"], seq)
         else:
             state.last_seq = seq
             await self.deliver(group, event)
         if event["type"] == events.MESSAGE:
             # Posting ends the author's typing at once.
             self._stop_typing(group, event["message"]["author_id"])
+
+    async def _fill(self, group: str, room_id: int, upto_seq: int) -> None:
+        """Deliver everything after the last event fanned out, up to `upto_seq`, as one batch."""
+        state = self._room(group)
+        after = state.last_seq
+        state.last_seq = upto_seq
+        messages = await fetch_changes(room_id, after, upto_seq)
+        await self.deliver(group, events.batch_event(room_id, after, upto_seq, messages))
+
+    async def _resync(self) -> None:
+        """Compare each local room's sequence with the database, every resync interval.
+
+        Writes whose events never arrived (a process without a shared layer, such as a
+        management command on the in-memory layer, or events Redis dropped while it was
+        down) are found here even in a room where nothing else happens, and filled in.
+        """
+        while True:
+            await asyncio.sleep(settings.ROOMCAST_RESYNC_INTERVAL)
+            groups = {g: int(g.removeprefix("room-")) for g in self.groups if g.startswith("room-")}
+            if not groups:
+                continue
+            try:
+                stored = await fetch_last_seqs(list(groups.values()))
+            except Exception:
+                logger.warning("could not read room sequences", exc_info=True)
+                continue
+            for group, room_id in groups.items():
+                state = self._room(group)
+                seq = stored.get(room_id, 0)
+                if state.last_seq is None:
+                    state.last_seq = seq  # the baseline: sockets synced from the database
+                elif seq > state.last_seq:
+                    await self._fill(group, room_id, seq)
 
     # Typing ----------------------------------------------------------------------------
 
@@ -328,6 +359,12 @@ def fetch_changes(room_id: int, after_seq: int, upto_seq: int) -> list[dict]:
     )
     rows = Message.objects.filter(window, room_id=room_id).select_related("author").order_by("seq")
     return [message.as_event() for message in rows]
+
+
+@database_sync_to_async
+def fetch_last_seqs(room_ids: list[int]) -> dict[int, int]:
+    """Each room's last sequence number, as stored."""
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_seq"))
 
 
 hub = Hub()

@@ -111,6 +111,24 @@ def message_form_reset() -> str:
     )
 
 
+def go_live(can_post: bool) -> str:
+    """Sent on a socket's first sync: the form posts over the socket and polling stops."""
+    return render_to_string(
+        f"{ROOM_PAGE}#go_live",
+        {"can_post": can_post, "max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH},
+    )
+
+
+def catch_up_or_history(after_seq: int, missed, latest, viewer: Viewer, last_seq: int) -> str:
+    """What a page behind by some events gets: the changes, or the latest history when
+    it is too far behind (see models.missed_changes); "" when nothing changed."""
+    if latest is not None:
+        return message_history(latest, viewer, last_seq)
+    if missed:
+        return catch_up(after_seq, missed, viewer, last_seq)
+    return ""
+
+
 def message_error(error: str) -> str:
     """An error shown next to the message form."""
     return render_to_string(f"{ROOM_PAGE}#message_error_oob", {"error": error})

@@ -259,3 +259,20 @@ def unread_counts(user, rooms) -> dict[int, int]:
     counts = dict.fromkeys(room_ids, 0)
     counts.update({row["room"]: row["unread"] for row in rows})
     return counts
+
+
+def missed_changes(room_id: int, after_seq: int) -> tuple[list[dict], list[dict] | None, int]:
+    """What a page that shows the room's events up to `after_seq` lacks.
+
+    Returns (changes, None, last_seq) when the page can apply the changes, or
+    ([], latest, last_seq) when it is too far behind (or ahead) and should show the
+    latest history instead. `last_seq` comes from the rows read, in the same query, so
+    nothing committed meanwhile is skipped or sent twice.
+    """
+    limit = settings.ROOMCAST_CATCHUP_LIMIT
+    room = Room.objects.get(pk=room_id)
+    changes = [m.as_event() for m in room.changes_after(after_seq, limit + 1)]
+    if after_seq > room.last_seq or len(changes) > limit:
+        latest = [m.as_event() for m in room.latest_messages()]
+        return [], latest, latest_seq(latest)
+    return changes, None, max(after_seq, latest_seq(changes))

@@ -5,7 +5,7 @@ from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path
 
-from rooms.consumers import RoomConsumer, UserConsumer
+from rooms.consumers import DashboardConsumer, RoomConsumer, UserConsumer
 from rooms.fanout import Hub
 
 
@@ -17,5 +17,6 @@ def websocket_application(hub: Hub | None = None):
     routes = [
         path("ws/rooms/<slug:slug>/", RoomConsumer.as_asgi(hub=hub), name="room_socket"),
         path("ws/me/", UserConsumer.as_asgi(hub=hub), name="user_socket"),
+        path("ws/dashboard/", DashboardConsumer.as_asgi(hub=hub), name="dashboard_socket"),
     ]
     return AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes)))

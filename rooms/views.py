@@ -5,13 +5,21 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from rooms import events, fragments
-from rooms.forms import MemberForm, RoomForm, SignupForm
-from rooms.models import Room, latest_seq, mark_read, unread_counts, visible_rooms
+from rooms import dashboard, events, fragments
+from rooms.forms import MemberForm, MessageForm, RoomForm, SignupForm, SyncForm
+from rooms.models import (
+    Room,
+    latest_seq,
+    mark_read,
+    missed_changes,
+    post_message,
+    unread_counts,
+    visible_rooms,
+)
 
 
 def room_list(request: HttpRequest) -> HttpResponse:
@@ -49,7 +57,9 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render_room(request, room, MemberForm())
 
 
-def render_room(request: HttpRequest, room: Room, member_form: MemberForm, status: int = 200):
+def render_room(
+    request: HttpRequest, room: Room, member_form: MemberForm, status: int = 200, error: str = ""
+) -> HttpResponse:
     user = request.user
     viewer = fragments.Viewer(user_id=user.pk, moderator=room.is_moderator(user))
     messages = [m.as_event() for m in room.latest_messages()]
@@ -60,6 +70,8 @@ def render_room(request: HttpRequest, room: Room, member_form: MemberForm, statu
     is_owner = room.is_moderator(user)
     context = {
         "room": room,
+        "room_slug": room.slug,
+        "error": error,
         "messages": [fragments.message_context(m, viewer) for m in messages],
         "last_seq": last_seq,
         "can_post": room.can_post(user),
@@ -69,6 +81,37 @@ def render_room(request: HttpRequest, room: Room, member_form: MemberForm, statu
         "member_form": member_form,
     }
     return render(request, "rooms/room_detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def room_post(request: HttpRequest, slug: str) -> HttpResponse:
+    """Post a message without the socket (a plain form POST); redirects back to the room."""
+    room = readable_room(request, slug)
+    if not room.can_post(request.user):
+        raise PermissionDenied("You may not post in this room.")
+    form = MessageForm(request.POST)
+    if not form.is_valid():
+        return render_room(request, room, MemberForm(), status=400, error=form.errors["message"][0])
+    post_message(room, request.user, form.cleaned_data["message"])
+    return redirect(room)
+
+
+@require_GET
+def room_updates(request: HttpRequest, slug: str) -> HttpResponse:
+    """What changed after `last_seq`, for a page polling without a socket (204: nothing)."""
+    room = readable_room(request, slug)
+    form = SyncForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest("last_seq must be a whole number.")
+    after = form.cleaned_data["last_seq"]
+    viewer = fragments.Viewer(user_id=request.user.pk, moderator=room.is_moderator(request.user))
+    missed, latest, last_seq = missed_changes(room.pk, after)
+    html = fragments.catch_up_or_history(after, missed, latest, viewer, last_seq)
+    if not html:
+        return HttpResponse(status=204)
+    mark_read(request.user, room, last_seq)
+    return HttpResponse(html)
 
 
 def owned_private_room(request: HttpRequest, slug: str) -> Room:
@@ -101,6 +144,11 @@ def room_member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpRes
         event = events.member_removed_event(room.pk, member.pk)
         transaction.on_commit(lambda: events.publish(event["group"], event), robust=True)
     return redirect(room)
+
+
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    """The live dashboard: public rooms, who is online, messages per minute."""
+    return render(request, "rooms/dashboard.html", dashboard.page_context())
 
 
 def signup(request: HttpRequest) -> HttpResponse:

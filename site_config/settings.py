@@ -167,9 +167,14 @@ ROOMCAST_PRESENCE_URL = REDIS_URL
 ROOMCAST_PRESENCE_PREFIX = "roomcast"
 ROOMCAST_PRESENCE_HEARTBEAT = float(os.environ.get("ROOMCAST_PRESENCE_HEARTBEAT", 5))
 ROOMCAST_PRESENCE_TTL = float(os.environ.get("ROOMCAST_PRESENCE_TTL", 20))
+# Each process compares its rooms' sequence numbers with the database this often (seconds),
+# to find writes whose live events never reached it.
+ROOMCAST_RESYNC_INTERVAL = float(os.environ.get("ROOMCAST_RESYNC_INTERVAL", 1))
 # Typing: at most one event per user per THROTTLE seconds; shown until TIMEOUT after the last.
 ROOMCAST_TYPING_THROTTLE = 2.0
 ROOMCAST_TYPING_TIMEOUT = 5.0
+# The dashboard is recomputed and pushed at most this often (seconds), however busy.
+ROOMCAST_DASHBOARD_INTERVAL = 1.0
 # A room page writes how far its user has read at most this often (seconds).
 ROOMCAST_READ_MARK_INTERVAL = 5.0
 

@@ -19,6 +19,8 @@ def in_memory_channel_layer(settings):
     """Every test starts on a fresh in-memory layer and presence store; Redis tests switch."""
     presence.forget_everything()
     settings.ROOMCAST_PRESENCE_URL = ""
+    # The hub's database resync is tested on its own; elsewhere it would race the tests.
+    settings.ROOMCAST_RESYNC_INTERVAL = 3600
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",

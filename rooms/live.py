@@ -1,0 +1,59 @@
+"""Push a live fragment to a room, a user, or the whole site, from any code.
+
+    from rooms import live
+
+    # sync code: views, signals, management commands (sent after the transaction commits)
+    live.push(room, "rooms/room_detail.html#notice", {"text": "Deploy at 17:00"})
+    # async code: consumers, workers
+    await live.apush(user, "base.html#notice_toast", {"text": "Your export is ready"})
+    # everyone on every page
+    live.push(live.SITE, "base.html#notice_toast", {"text": "Back in 5 minutes"})
+
+The fragment is rendered once, here, and every socket in the target's group sends the same
+HTML; its root elements carry the ids and `hx-swap-oob` that say where it lands. Every
+page's socket hears its room (room pages), its user (signed-in pages) and the site.
+
+Across processes this needs the Redis layer (`REDIS_URL`); on the embedded in-memory layer
+it reaches the sockets of the process that calls it. (Room *messages* reach every page
+either way: they are stored, and every process notices new sequence numbers.)
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.template.loader import render_to_string
+
+from rooms import events
+from rooms.models import Room
+
+SITE = events.SITE_GROUP
+"""The target meaning every open page of the site."""
+
+
+def group_of(target) -> str:
+    """The group a target names: a Room, a user, or SITE."""
+    if isinstance(target, Room):
+        return events.room_group(target.pk)
+    if isinstance(target, AbstractBaseUser):
+        return events.user_group(target.pk)
+    if target == SITE:
+        return SITE
+    raise TypeError(f"push to a Room, a user or live.SITE, not {target!r}")
+
+
+def fragment_event(target, template_name: str, context: dict | None = None) -> dict:
+    """The event that carries a rendered fragment to the target's sockets."""
+    return events.fragment_event(group_of(target), render_to_string(template_name, context))
+
+
+def push(target, template_name: str, context: dict | None = None) -> None:
+    """Render a fragment and push it to the target's pages, once the transaction commits."""
+    event = fragment_event(target, template_name, context)
+    transaction.on_commit(lambda: events.publish(event["group"], event), robust=True)
+
+
+async def apush(target, template_name: str, context: dict | None = None) -> None:
+    """Render a fragment and push it to the target's pages, from async code."""
+    event = fragment_event(target, template_name, context)
+    await events.apublish(event["group"], event)

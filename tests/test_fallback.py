@@ -1,0 +1,108 @@
+"""Pages that work without a WebSocket: a plain form POST, and polling for what is new."""
+
+import pytest
+from bs4 import BeautifulSoup
+from django.test import Client
+from django.urls import reverse
+
+from rooms.models import Message, post_message
+from rooms.testing import Fragment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def parse(response) -> BeautifulSoup:
+    return BeautifulSoup(response.content, "html.parser")
+
+
+def test_the_first_render_posts_as_a_plain_form(client, room, alice):
+    client.force_login(alice)
+    form = parse(client.get(room.get_absolute_url())).select_one("form#message-form")
+    assert (form["method"], form["action"]) == ("post", reverse("room_post", args=[room.slug]))
+    assert not form.has_attr("ws-send")
+
+
+def test_the_first_render_polls_for_updates(client, room):
+    poller = parse(client.get(room.get_absolute_url())).select_one("#poller")
+    assert poller["hx-get"] == reverse("room_updates", args=[room.slug])
+    assert (poller["hx-trigger"], poller["hx-include"]) == ("every 5s", "#last-seq")
+
+
+def test_plain_post_stores_and_redirects_back(client, room, alice):
+    client.force_login(alice)
+    response = client.post(reverse("room_post", args=[room.slug]), {"message": "no socket"})
+    assert (response.status_code, response["Location"]) == (302, room.get_absolute_url())
+    assert Message.objects.get(room=room).body == "no socket"
+
+
+def test_plain_post_of_a_blank_message_shows_the_error(client, room, alice):
+    client.force_login(alice)
+    response = client.post(reverse("room_post", args=[room.slug]), {"message": "  "})
+    assert response.status_code == 400
+    assert (
+        parse(response).select_one("#message-error").get_text() == "Write a message before sending."
+    )
+    assert not Message.objects.exists()
+
+
+def test_plain_post_needs_a_signed_in_user(client, room):
+    response = client.post(reverse("room_post", args=[room.slug]), {"message": "hi"})
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+    assert not Message.objects.exists()
+
+
+def test_plain_post_needs_csrf(room, alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = client.post(reverse("room_post", args=[room.slug]), {"message": "hi"})
+    assert response.status_code == 403
+
+
+async def test_plain_post_is_broadcast_to_sockets(async_client, room_socket, room, alice):
+    page = await room_socket(room)
+    await async_client.aforce_login(alice)
+    await async_client.post(reverse("room_post", args=[room.slug]), {"message": "via HTTP"})
+    fragment = await page.receive_fragment()
+    assert fragment.target("messages").select(".body")[0].get_text() == "via HTTP"
+
+
+def test_polling_returns_what_is_new(client, room, alice):
+    post_message(room, alice, "seen")
+    post_message(room, alice, "new")
+    response = client.get(reverse("room_updates", args=[room.slug]), {"last_seq": "1"})
+    fragment = Fragment(response.content.decode())
+    assert [p.get_text() for p in fragment.target("messages").select(".body")] == ["new"]
+    assert fragment.target("last-seq").element["value"] == "2"
+
+
+def test_polling_with_nothing_new_returns_no_content(client, room, alice):
+    post_message(room, alice, "seen")
+    response = client.get(reverse("room_updates", args=[room.slug]), {"last_seq": "1"})
+    assert response.status_code == 204
+
+
+def test_polling_with_a_bad_last_seq_is_refused(client, room):
+    response = client.get(reverse("room_updates", args=[room.slug]), {"last_seq": "x"})
+    assert response.status_code == 400
+
+
+def test_polling_a_private_room_is_not_found(client, make_room, alice):
+    secret = make_room("Secret", owner=alice, is_private=True)
+    response = client.get(reverse("room_updates", args=[secret.slug]), {"last_seq": "0"})
+    assert response.status_code == 404
+
+
+async def test_first_sync_makes_the_page_live(room_socket, room, alice):
+    socket = await room_socket(room, user=alice, last_seq=None)
+    await socket.send_form("sync", action="sync", last_seq="0", live="0")
+    fragment = await socket.receive_fragment()
+    assert fragment.target("message-form").element.has_attr("ws-send")
+    assert not fragment.target("poller").element.has_attr("hx-get")
+    assert fragment.target("live-flag").element["value"] == "1"
+
+
+async def test_a_live_page_reconnecting_keeps_its_form(room_socket, room, alice):
+    socket = await room_socket(room, user=alice, last_seq=None)
+    await socket.send_form("sync", action="sync", last_seq="0", live="1")
+    await socket.assert_nothing_received()
