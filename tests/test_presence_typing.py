@@ -119,3 +119,15 @@ async def test_anonymous_typing_is_ignored(room_socket, room, bob):
     reader = await room_socket(room, user=bob)
     await anonymous.type()
     await reader.assert_nothing_received()
+
+
+async def test_the_live_page_signals_typing_without_form_fields(room_socket, room, alice):
+    socket = await room_socket(room, user=alice, last_seq=None)
+    await socket.send_form("sync", action="sync", last_seq="0", live="0")
+    signal = (await socket.receive_fragment()).target("typing-signal").element
+    # Outside the form, so the ws extension sends only hx-vals (it cannot apply hx-params).
+    assert signal.find_parent("form") is None and not signal.has_attr("hx-params")
+    assert (signal["hx-trigger"], signal["hx-vals"]) == (
+        "input changed throttle:2s from:#room",
+        '{"action": "typing"}',
+    )
