@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 # 1006, 1011, 1012 and 1013, so these end the page's attempts, as they should.
 CLOSE_UNKNOWN_ROOM = 4404
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY_SOCKETS = 4429
+
+TOO_MANY_SOCKETS = "You have too many pages open: close some, then reload this one."
+SLOW_DOWN = "Slow down: you are sending messages too fast. Wait a few seconds and try again."
 
 # A frame longer than this is refused before it is parsed.
 MAX_FRAME_BYTES = 32 * 1024
@@ -124,6 +128,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN, reason="You may not enter this room.")
             return
         signed_in = self.user.is_authenticated
+        if signed_in and not await self.hub_admits(self.hub, self.user, self.conn_id):
+            await self.send(text_data=fragments.message_error(TOO_MANY_SOCKETS))
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=TOO_MANY_SOCKETS)
+            return
         self.viewer = Viewer(
             user_id=self.user.pk if signed_in else None,
             moderator=self.room.is_moderator(self.user),
@@ -147,12 +155,27 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         if self.viewer.user_id is not None:
             await self.hub.exit(self.room.pk, self.conn_id)
+            await self.hub.close_socket(self.user.pk, self.conn_id)
         for group in self.groups_joined:
             await self.hub.leave(group, self)
         self.groups_joined = []
         if self.read_timer is not None:
             self.read_timer.cancel()
         await self.flush_read()
+
+    @staticmethod
+    async def hub_admits(hub: Hub, user, conn_id: str) -> bool:
+        """Count this socket against the user's cap on open sockets (all processes)."""
+        if await hub.open_socket(user.pk, conn_id) <= settings.ROOMCAST_MAX_SOCKETS_PER_USER:
+            return True
+        await hub.close_socket(user.pk, conn_id)
+        return False
+
+    async def check_rate(self) -> None:
+        """Refuse a write past the user's rate limit (shared by all their sockets)."""
+        count = await self.hub.hit(f"posts:{self.user.pk}", settings.ROOMCAST_POST_RATE_WINDOW)
+        if count > settings.ROOMCAST_POST_RATE_LIMIT:
+            raise FrameError(SLOW_DOWN)
 
     async def refuse(self) -> None:
         """This user may no longer be here: say so on the page and close the socket."""
@@ -195,6 +218,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if self.viewer.user_id is None:
             raise FrameError("Log in to post messages.")
         body = message_text(payload)
+        await self.check_rate()
         await database_sync_to_async(post_as)(self.room, self.user, body)
         await self.send(text_data=fragments.message_form_reset())
 
@@ -222,10 +246,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def do_save(self, payload: dict) -> None:
         """Store an edit; the broadcast replaces the message on every page."""
         pk, body = message_id(payload), message_text(payload)
+        await self.check_rate()
         await database_sync_to_async(edit_as)(self.room, self.user, pk, body)
 
     async def do_delete(self, payload: dict) -> None:
         """Turn a message into a tombstone on every page."""
+        if self.viewer.user_id is not None:
+            await self.check_rate()
         await database_sync_to_async(delete_as)(self.room, self.user, message_id(payload))
 
     async def message(self, payload: dict) -> Message:
@@ -412,6 +439,10 @@ class UserConsumer(AsyncWebsocketConsumer):
         if not self.user.is_authenticated:
             await self.close(code=CLOSE_FORBIDDEN, reason="Log in first.")
             return
+        self.conn_id = uuid.uuid4().hex
+        if not await RoomConsumer.hub_admits(self.hub, self.user, self.conn_id):
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=TOO_MANY_SOCKETS)
+            return
         self.groups_joined = [events.user_group(self.user.pk), events.SITE_GROUP]
         query = parse_qs(self.scope.get("query_string", b"").decode())
         if query.get("unread"):
@@ -421,6 +452,8 @@ class UserConsumer(AsyncWebsocketConsumer):
             await self.hub.join(group, self)
 
     async def disconnect(self, code: int) -> None:
+        if self.groups_joined:
+            await self.hub.close_socket(self.user.pk, self.conn_id)
         for group in self.groups_joined:
             await self.hub.leave(group, self)
         self.groups_joined = []

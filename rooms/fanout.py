@@ -68,6 +68,7 @@ class Hub:
     def _reset(self) -> None:
         self.groups: dict[str, set[Socket]] = {}
         self.rooms: dict[str, RoomState] = {}
+        self.user_sockets: dict[int, set[str]] = {}
         self.layer = None
         self.store = None
         self.channel_name: str | None = None
@@ -276,7 +277,8 @@ class Hub:
         self._bind_loop()
         group = events.room_group(room_id)
         self._room(group).entries[conn_id] = name
-        await self._guard(self.store.touch(room_id, {conn_id: name}, self.ttl))
+        key = presence.presence_key(room_id)
+        await self._guard(self.store.touch(key, {conn_id: name}, self.ttl))
         return await self._publish_presence(room_id)
 
     async def exit(self, room_id: int, conn_id: str) -> None:
@@ -285,8 +287,30 @@ class Hub:
         state = self.rooms.get(events.room_group(room_id))
         if state is not None:
             state.entries.pop(conn_id, None)
-        await self._guard(self.store.remove(room_id, conn_id))
+        await self._guard(self.store.remove(presence.presence_key(room_id), conn_id))
         await self._publish_presence(room_id)
+
+    async def open_socket(self, user_id: int, conn_id: str) -> int:
+        """Count an open socket of a user (across processes); return how many they have."""
+        self._bind_loop()
+        self.user_sockets.setdefault(user_id, set()).add(conn_id)
+        key = presence.sockets_key(user_id)
+        await self._guard(self.store.touch(key, {conn_id: "open"}, self.ttl))
+        return len(await self._guard(self.store.values(key)) or [conn_id])
+
+    async def close_socket(self, user_id: int, conn_id: str) -> None:
+        self._bind_loop()
+        conns = self.user_sockets.get(user_id)
+        if conns is not None:
+            conns.discard(conn_id)
+            if not conns:
+                del self.user_sockets[user_id]
+        await self._guard(self.store.remove(presence.sockets_key(user_id), conn_id))
+
+    async def hit(self, key: str, window: float) -> int:
+        """Count one event for a rate limit shared by every process (0 if the store is down)."""
+        self._bind_loop()
+        return await self._guard(self.store.hit(key, window)) or 0
 
     async def present(self, room_id: int) -> list[str]:
         """Who is in the room now, across processes."""
@@ -328,8 +352,17 @@ class Hub:
             for group, state in list(self.rooms.items()):
                 room_id = int(group.removeprefix("room-"))
                 if state.entries:
-                    await self._guard(self.store.touch(room_id, dict(state.entries), self.ttl))
+                    key = presence.presence_key(room_id)
+                    await self._guard(self.store.touch(key, dict(state.entries), self.ttl))
                 await self._publish_presence(room_id)
+            for user_id, conns in list(self.user_sockets.items()):
+                entries = dict.fromkeys(conns, "open")
+                await self._guard(
+                    self.store.touch(presence.sockets_key(user_id), entries, self.ttl)
+                )
+            # Re-joining refreshes group membership on layers that expire it.
+            for group in list(self._subscribed):
+                await self._guard(self.layer.group_add(group, self.channel_name))
 
     async def _guard(self, awaitable):
         """Await a store or layer call; if the service is down, log it and return None."""

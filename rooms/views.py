@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from rooms import dashboard, events, fragments
+from rooms.consumers import SLOW_DOWN
 from rooms.forms import MemberForm, MessageForm, RoomForm, SignupForm, SyncForm
 from rooms.models import (
     Room,
@@ -20,6 +21,7 @@ from rooms.models import (
     unread_counts,
     visible_rooms,
 )
+from rooms.presence import hit_from_sync_code
 
 
 def room_list(request: HttpRequest) -> HttpResponse:
@@ -93,6 +95,9 @@ def room_post(request: HttpRequest, slug: str) -> HttpResponse:
     form = MessageForm(request.POST)
     if not form.is_valid():
         return render_room(request, room, MemberForm(), status=400, error=form.errors["message"][0])
+    window = settings.ROOMCAST_POST_RATE_WINDOW
+    if hit_from_sync_code(f"posts:{request.user.pk}", window) > settings.ROOMCAST_POST_RATE_LIMIT:
+        return render_room(request, room, MemberForm(), status=429, error=SLOW_DOWN)
     post_message(room, request.user, form.cleaned_data["message"])
     return redirect(room)
 

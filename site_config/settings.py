@@ -175,6 +175,11 @@ ROOMCAST_TYPING_THROTTLE = 2.0
 ROOMCAST_TYPING_TIMEOUT = 5.0
 # The dashboard is recomputed and pushed at most this often (seconds), however busy.
 ROOMCAST_DASHBOARD_INTERVAL = 1.0
+# Floods: each user may post (or edit or delete) at most RATE_LIMIT times per RATE_WINDOW
+# seconds, across all their sockets and processes, and keep MAX_SOCKETS pages open.
+ROOMCAST_POST_RATE_LIMIT = int(os.environ.get("ROOMCAST_POST_RATE_LIMIT", 20))
+ROOMCAST_POST_RATE_WINDOW = float(os.environ.get("ROOMCAST_POST_RATE_WINDOW", 10))
+ROOMCAST_MAX_SOCKETS_PER_USER = int(os.environ.get("ROOMCAST_MAX_SOCKETS_PER_USER", 30))
 # A room page writes how far its user has read at most this often (seconds).
 ROOMCAST_READ_MARK_INTERVAL = 5.0
 

@@ -234,7 +234,9 @@ async def test_a_crashed_process_drops_out_of_presence(fanout_hub, room, setting
     await fanout_hub.join(group(room), survivor)
     await fanout_hub.enter(room.pk, "alive", "alice")
     # Another process put bob in the room, then died: nobody refreshes or removes his entry.
-    await presence.MemoryStore().touch(room.pk, {"dead-process-tab": "bob"}, ttl=0.2)
+    await presence.MemoryStore().touch(
+        presence.presence_key(room.pk), {"dead-process-tab": "bob"}, ttl=0.2
+    )
     assert await fanout_hub.present(room.pk) == ["alice", "bob"]
     # The survivor's heartbeat keeps alice, notices bob's expiry and tells the room.
     await eventually(lambda: survivor.events and survivor.events[-1].get("names") == ["alice"])
