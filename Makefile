@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 RUN_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-1}
 # Tests run with debug off, as production does, on a key that is for tests only.
 TEST_ENV := DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-roomcast-tests-only} \
+	DJANGO_SSL_REDIRECT=$${DJANGO_SSL_REDIRECT:-0} \
 	DJANGO_ALLOWED_HOSTS=$${DJANGO_ALLOWED_HOSTS:-testserver,localhost,127.0.0.1}
 
 .PHONY: install run test lint format bench clean
