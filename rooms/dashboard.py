@@ -126,6 +126,9 @@ def page_context() -> dict:
         store = presence.get_store()
         try:
             return await count_online(figures, store.names)
+        except Exception:  # the page still loads while Redis is down
+            logger.warning("presence store unavailable", exc_info=True)
+            return 0
         finally:
             await store.close()
 

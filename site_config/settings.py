@@ -114,13 +114,15 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Every Redis key Roomcast makes starts with this (several sites can share one Redis).
+REDIS_PREFIX = os.environ.get("ROOMCAST_REDIS_PREFIX", "roomcast")
 if REDIS_URL:
     # The pub/sub layer: one PUBLISH per group event, fanned out locally by each process.
     # It can drop events while Redis is down; per-room sequence numbers catch that up.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "roomcast"},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_PREFIX},
         }
     }
 else:
@@ -166,7 +168,7 @@ ROOMCAST_CATCHUP_LIMIT = 200
 # Presence: each process refreshes its sockets' entries every HEARTBEAT seconds; an entry
 # not refreshed for TTL seconds (its process died) drops out. Shared through Redis when set.
 ROOMCAST_PRESENCE_URL = REDIS_URL
-ROOMCAST_PRESENCE_PREFIX = "roomcast"
+ROOMCAST_PRESENCE_PREFIX = REDIS_PREFIX
 ROOMCAST_PRESENCE_HEARTBEAT = float(os.environ.get("ROOMCAST_PRESENCE_HEARTBEAT", 5))
 ROOMCAST_PRESENCE_TTL = float(os.environ.get("ROOMCAST_PRESENCE_TTL", 20))
 # Each process compares its rooms' sequence numbers with the database this often (seconds),
