@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 PYTEST_ARGS ?=
+# A socket that stops answering pings for 20 s is closed, and its buffered frames freed.
+DAPHNE_ARGS ?= --ping-interval 10 --ping-timeout 20
 
 # Development defaults for `make run`; override any of them in the environment.
 RUN_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-1}
@@ -28,7 +30,7 @@ run: install
 	$(RUN_ENV) $(BIN)/python manage.py migrate --no-input
 	$(RUN_ENV) $(BIN)/python manage.py seed_demo
 	@echo "Roomcast on http://127.0.0.1:$(PORT)/"
-	$(RUN_ENV) $(BIN)/daphne -b 127.0.0.1 -p $(PORT) site_config.asgi:application
+	$(RUN_ENV) $(BIN)/daphne -b 127.0.0.1 -p $(PORT) $(DAPHNE_ARGS) site_config.asgi:application
 
 test: install
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -143,8 +143,8 @@ class Site:
         self.manage("migrate", "--no-input", "-v0")
         return json.loads(self.manage("shell", "-c", SEED).strip().splitlines()[-1])
 
-    def start_server(self, port: int | None = None) -> Server:
-        server = Server(self.env, port or free_port())
+    def start_server(self, port: int | None = None, *daphne_args: str) -> Server:
+        server = Server(self.env, port or free_port(), daphne_args)
         self.servers.append(server)
         return server
 
@@ -156,11 +156,12 @@ class Site:
 class Server:
     """One daphne process serving the site."""
 
-    def __init__(self, env: dict, port: int) -> None:
+    def __init__(self, env: dict, port: int, daphne_args=()) -> None:
         self.port = port
-        self.log = open(ROOT / f".pytest_cache/daphne-{port}.log", "w")  # noqa: SIM115
+        self.log_path = ROOT / f".pytest_cache/daphne-{port}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *daphne_args]
             + ["site_config.asgi:application"],
             cwd=ROOT,
             env=env,
@@ -271,3 +272,18 @@ def presence_of(fragment: Fragment) -> list[str] | None:
     if not fragment.has_target("presence"):
         return None
     return [li.get_text() for li in fragment.target("presence").select("li:not(.empty)")]
+
+
+def stalled_socket(server: Server, slug: str) -> socket.socket:
+    """A client that opens the room's socket, then never reads again (a stalled tab)."""
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(
+        (
+            f"GET /ws/rooms/{slug}/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {server.base}\r\n\r\n"
+        ).encode()
+    )
+    return sock

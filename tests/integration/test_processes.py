@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from tests.integration.servers import LiveClient, presence_of
+from tests.integration.servers import LiveClient, presence_of, stalled_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -76,3 +76,23 @@ async def test_redis_restart_loses_nothing(site_on_private_redis, private_redis)
     assert bob.seqs == [1, 2, 3, 4, 5]
     await alice.close()
     await bob.close()
+
+
+async def test_a_stalled_client_neither_slows_the_room_nor_stays(site):
+    seed = site.seed()
+    # Pings every second, and a client that does not answer within 2 s is dropped.
+    server = site.start_server(None, "--ping-interval", "1", "--ping-timeout", "2")
+    stalled = stalled_socket(server, seed["room"])
+    sender = await LiveClient(server, seed["room"], seed["alice"]).connect()
+    reader = await LiveClient(server, seed["room"], seed["bob"]).connect()
+    for n in range(50):
+        await sender.post(f"{n} " + "x" * 2000)  # enough to fill the stalled socket's buffers
+    await reader.wait_for_seq(50)
+    assert reader.seqs == list(range(1, 51))
+    # The server closes the stalled socket: its buffered frames are freed.
+    async with asyncio.timeout(15):
+        while "WSDISCONNECT" not in server.log_path.read_text():
+            await asyncio.sleep(0.2)
+    stalled.close()
+    await sender.close()
+    await reader.close()
