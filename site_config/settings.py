@@ -184,6 +184,8 @@ ROOMCAST_DASHBOARD_INTERVAL = 1.0
 ROOMCAST_POST_RATE_LIMIT = int(os.environ.get("ROOMCAST_POST_RATE_LIMIT", 20))
 ROOMCAST_POST_RATE_WINDOW = float(os.environ.get("ROOMCAST_POST_RATE_WINDOW", 10))
 ROOMCAST_MAX_SOCKETS_PER_USER = int(os.environ.get("ROOMCAST_MAX_SOCKETS_PER_USER", 30))
+# /dev/stats/ (memory, sockets, groups, presence entries), for bench/soak.py.
+ROOMCAST_STATS = env_bool("ROOMCAST_STATS", False)
 # A room page writes how far its user has read at most this often (seconds).
 ROOMCAST_READ_MARK_INTERVAL = 5.0
 

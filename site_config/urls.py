@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from rooms import catalog, views
+from rooms import catalog, stats, views
 
 urlpatterns = [
     path("", views.room_list, name="room_list"),
@@ -20,6 +20,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("dev/stats/", stats.process_stats, name="process_stats"),
 ]
 
 if settings.DEBUG:

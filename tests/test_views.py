@@ -136,3 +136,13 @@ def test_signup_creates_user_and_signs_in(client):
 def test_login_page_renders_form(client):
     page = parse(client.get("/accounts/login/"))
     assert page.select_one("form input[name=username]") is not None
+
+
+def test_process_stats_are_off_by_default(client):
+    assert client.get("/dev/stats/").status_code == 404
+
+
+def test_process_stats_report_sockets_and_memory(client, settings):
+    settings.ROOMCAST_STATS = True
+    stats = client.get("/dev/stats/").json()
+    assert stats["sockets"] == 0 and stats["rss_kib"] > 0
