@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -158,7 +159,7 @@ class Server:
 
     def __init__(self, env: dict, port: int, daphne_args=()) -> None:
         self.port = port
-        self.log_path = ROOT / f".pytest_cache/daphne-{port}.log"
+        self.log_path = Path(tempfile.gettempdir()) / f"roomcast-daphne-{port}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *daphne_args]
