@@ -1,9 +1,10 @@
 """Editing and deleting messages: who may, what every page sees, and what later pages load."""
 
 import pytest
+from bs4 import BeautifulSoup
 from channels.db import database_sync_to_async
 
-from rooms.models import Message, post_message
+from rooms.models import Message, delete_message, edit_message, post_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -159,3 +160,19 @@ async def test_reconnect_catches_up_edits_and_deletes(room_socket, room, bob, bo
     assert fragment.target(f"message-{kept.pk}").select(".body")[0].get_text() == "kept, edited"
     assert fragment.target(f"message-{bobs_message.pk}").select(".tombstone")
     assert not fragment.has_target("messages")  # nothing new to append
+
+
+def test_a_later_page_load_shows_the_edit(client, room, bob, bobs_message):
+    edit_message(bobs_message, "changed")
+    page = BeautifulSoup(client.get(room.get_absolute_url()).content, "html.parser")
+    article = page.select_one(f"#message-{bobs_message.pk}")
+    assert article.select_one(".body").get_text() == "changed"
+    assert article.select_one(".edited").get_text() == "(edited)"
+
+
+def test_a_later_page_load_shows_the_tombstone(client, room, bob, bobs_message):
+    delete_message(bobs_message)
+    page = BeautifulSoup(client.get(room.get_absolute_url()).content, "html.parser")
+    article = page.select_one(f"#message-{bobs_message.pk}")
+    assert article.select_one(".tombstone").get_text() == "This message was deleted."
+    assert "bob was here" not in article.get_text()
