@@ -2,7 +2,9 @@
 
 It is a pytest plugin too: `pytest_plugins = ["rooms.testing"]` in a conftest.py gives the
 fixtures `room_socket` (connect to a room as a user), `user_socket` (the socket of every
-other page), `ws_application` and `fanout_hub`.
+other page), `broadcasts` (every event published during the test), `ws_application` and
+`fanout_hub`. `capture_broadcasts()` records what one block of code publishes. See
+docs/testing.md.
 
     async def test_post_reaches_the_room(room_socket, room, alice):
         socket = await room_socket(room, user=alice)
@@ -13,9 +15,12 @@ other page), `ws_application` and `fanout_hub`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -24,7 +29,10 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
+from rooms import events, live
+from rooms.consumers import ROOM_EVENTS, RoomConsumer
 from rooms.fanout import Hub
+from rooms.fragments import Viewer
 from rooms.routing import websocket_application
 
 DEFAULT_TIMEOUT = 2.0
@@ -163,11 +171,20 @@ class RoomSocket:
             if not fragment.targets() or not set(fragment.targets()) <= set(skip):
                 return fragment
 
+    async def _next(self, timeout: float) -> dict | None:
+        """The next message from the server, or None if none comes within `timeout`.
+
+        (WebsocketCommunicator.receive_output cancels the application when it times out,
+        which would break the socket for the rest of the test; receive_nothing does not.)
+        """
+        if await self.communicator.receive_nothing(timeout=timeout, interval=0.005):
+            return None
+        return await self.communicator.receive_output()
+
     async def _receive(self, timeout: float) -> Fragment:
-        try:
-            message = await self.communicator.receive_output(timeout)
-        except TimeoutError:
-            raise AssertionError(f"expected a fragment within {timeout}s, got nothing") from None
+        message = await self._next(timeout)
+        if message is None:
+            raise AssertionError(f"expected a fragment within {timeout}s, got nothing")
         if message["type"] == "websocket.close":
             self.close_code = message.get("code")
             raise AssertionError(f"expected a fragment, the socket closed ({self.close_code})")
@@ -176,10 +193,9 @@ class RoomSocket:
 
     async def receive_close(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
         """Wait for the server to close the socket and return the close code."""
-        try:
-            message = await self.communicator.receive_output(timeout)
-        except TimeoutError:
-            raise AssertionError(f"expected the socket to close within {timeout}s") from None
+        message = await self._next(timeout)
+        if message is None:
+            raise AssertionError(f"expected the socket to close within {timeout}s")
         assert message["type"] == "websocket.close", f"expected a close, got {message!r}"
         self.close_code = message.get("code")
         self.connected = False
@@ -236,6 +252,114 @@ async def open_user_socket(application, user, unread: bool = False) -> RoomSocke
     path = "/ws/me/?unread=1" if unread else "/ws/me/"
     communicator = await communicator_for(application, path, user)
     return await RoomSocket(communicator).connect(last_seq=None)
+
+
+# Capturing broadcasts -------------------------------------------------------------------
+
+
+@dataclass
+class Broadcast:
+    """One event published to a group while a capture was on."""
+
+    group: str
+    event: dict
+
+    @property
+    def type(self) -> str:
+        return self.event["type"]
+
+    def fragments(self, viewer: Viewer | None = None, room=None) -> list[Fragment]:
+        """The frames a socket of `viewer` (anonymous by default) on `room`'s page is sent."""
+        return [Fragment(html) for html in render_event(self.event, viewer or Viewer(), room)]
+
+    def fragment(self, viewer: Viewer | None = None, room=None) -> Fragment:
+        """The one frame this event becomes for `viewer`; fails if it is not exactly one."""
+        frames = self.fragments(viewer, room)
+        if len(frames) != 1:
+            raise AssertionError(f"expected {self.type} to render as 1 frame, got {len(frames)}")
+        return frames[0]
+
+
+class Broadcasts(list):
+    """Every `Broadcast` published while `capture_broadcasts()` was on, in order."""
+
+    def to(self, target) -> Broadcasts:
+        """The broadcasts to a Room, a user, or a group name."""
+        group = target if isinstance(target, str) else live.group_of(target)
+        return Broadcasts(b for b in self if b.group == group)
+
+    def of_type(self, event_type: str) -> Broadcasts:
+        return Broadcasts(b for b in self if b.type == event_type)
+
+    def one(self, event_type: str | None = None, target=None) -> Broadcast:
+        """The single broadcast (of this type, to this target); fails saying what came."""
+        found = self.to(target) if target is not None else self
+        found = found.of_type(event_type) if event_type else found
+        if len(found) != 1:
+            what = " ".join(filter(None, [event_type, target and f"to {live.group_of(target)}"]))
+            raise AssertionError(
+                f"expected 1 broadcast {what or ''}, got {len(found)}: {self.summary()}"
+            )
+        return found[0]
+
+    def summary(self) -> list[str]:
+        return [f"{b.type} -> {b.group}" for b in self]
+
+
+@contextlib.contextmanager
+def capture_broadcasts() -> Iterator[Broadcasts]:
+    """Record every event published while the block runs (sync or async code alike).
+
+        with capture_broadcasts() as captured:
+            client.post(url, {"message": "hi"})
+        captured.one("room.message", room).fragment().target("messages")
+
+    Events still go out: sockets connected meanwhile receive them as usual. Events that
+    sync code publishes after commit are captured when the commit happens in the block.
+    """
+    captured = Broadcasts()
+    original = events.apublish
+
+    async def recording(group: str, event: dict) -> None:
+        captured.append(Broadcast(group, event))
+        await original(group, event)
+
+    with mock.patch.object(events, "apublish", recording):
+        yield captured
+
+
+def render_event(event: dict, viewer: Viewer, room=None) -> list[str]:
+    """The frames a socket of `viewer` on `room`'s page sends for `event`, as it renders them."""
+    handler = ROOM_EVENTS.get(event["type"])
+    if handler is None:
+        return []
+    socket = RoomConsumer()
+    socket.viewer, socket.syncing = viewer, False
+    socket.last_seq = event.get("after", event.get("seq", 1) - 1)
+    socket.room = room or SimpleNamespace(slug="", title="")
+    sent: list[str] = []
+
+    async def collect(text_data=None, **kwargs):
+        sent.append(text_data)
+
+    async def no_close(**kwargs):
+        pass
+
+    socket.send, socket.close, socket.note_read = collect, no_close, lambda: None
+    # Nothing here waits on I/O, so the handler runs to the end in one step: usable from
+    # sync and async tests alike, without an event loop.
+    step = handler(socket, event, {})
+    with contextlib.suppress(StopIteration):
+        step.send(None)
+    step.close()
+    return sent
+
+
+@pytest.fixture
+def broadcasts() -> Iterator[Broadcasts]:
+    """Capture every broadcast of the test: `broadcasts.one("room.message", room)`."""
+    with capture_broadcasts() as captured:
+        yield captured
 
 
 @pytest.fixture
