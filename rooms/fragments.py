@@ -167,3 +167,94 @@ def mention_toast(event: dict) -> str:
             "message": {**message, "created": datetime.fromtimestamp(message["created"], UTC)},
         },
     )
+
+
+# The registry of live fragments ----------------------------------------------------------
+# Every partial pushed over a socket, with where it lands and sample data. The system check
+# (rooms/checks.py), the fragment catalog (/dev/fragments/) and docs/templates.md use it.
+
+
+@dataclass(frozen=True)
+class LiveFragment:
+    name: str
+    template: str  # "file.html#partial"
+    target: str  # the id of the element the push swaps
+    swap: str  # its hx-swap-oob
+    pushed_when: str
+    context: dict
+
+    def render(self) -> str:
+        return render_to_string(self.template, self.context)
+
+
+def _sample_messages() -> tuple[dict, dict]:
+    message = {
+        "id": 7,
+        "seq": 12,
+        "changed_seq": 0,
+        "author": "alice",
+        "author_id": 1,
+        "body": "Release at five, @bob?",
+        "edited": False,
+        "deleted": False,
+        "created": 1_700_000_000.0,
+    }
+    author = message_context(message, Viewer(user_id=1))
+    return message, author
+
+
+def live_fragments() -> list[LiveFragment]:
+    """Every live fragment, rendered from sample data."""
+    message, author = _sample_messages()
+    edited = {**author, "edited": True, "body": "Release at six, @bob?"}
+    deleted = message_context({**message, "deleted": True, "body": ""}, Viewer())
+    max_length = settings.ROOMCAST_MESSAGE_MAX_LENGTH
+    toast = {"room_title": "Lobby", "room_slug": "lobby", "message": author}
+    return [
+        LiveFragment("new_messages", f"{ROOM_PAGE}#new_messages", "messages", "beforeend",
+                     "a message is posted (to every page of the room)",
+                     {"messages": [author], "last_seq": 12}),
+        LiveFragment("changed_messages", f"{ROOM_PAGE}#changed_messages", "message-7", "true",
+                     "a message is edited or deleted", {"messages": [edited], "last_seq": 13}),
+        LiveFragment("changed_messages (deleted)", f"{ROOM_PAGE}#changed_messages",
+                     "message-7", "true", "a message is deleted: its tombstone",
+                     {"messages": [deleted], "last_seq": 14}),
+        LiveFragment("catch_up", f"{ROOM_PAGE}#catch_up", "last-seq", "true",
+                     "a page (re)connects or polls: what changed, then what is new",
+                     {"changed": [edited], "messages": [author], "last_seq": 13}),
+        LiveFragment("message_history_oob", f"{ROOM_PAGE}#message_history_oob", "messages",
+                     "true", "a page is too far behind to catch up message by message",
+                     {"messages": [author], "last_seq": 12}),
+        LiveFragment("message", f"{ROOM_PAGE}#message", "message-7", "true",
+                     "the author cancels an edit", {"message": author, "oob": True}),
+        LiveFragment("message_editor", f"{ROOM_PAGE}#message_editor", "message-7", "true",
+                     "the author clicks Edit (their page only)",
+                     {"message": message, "max_length": max_length}),
+        LiveFragment("message_form_reset", f"{ROOM_PAGE}#message_form_reset", "message-input",
+                     "true", "the sender's message was stored", {"max_length": max_length}),
+        LiveFragment("message_error_oob", f"{ROOM_PAGE}#message_error_oob", "message-error",
+                     "true", "a frame is refused (bad input, a forbidden action, a flood)",
+                     {"error": "Write a message before sending."}),
+        LiveFragment("go_live", f"{ROOM_PAGE}#go_live", "message-form", "true",
+                     "the socket's first sync: the page stops polling and posts over the socket",
+                     {"can_post": True, "max_length": max_length}),
+        LiveFragment("presence", f"{ROOM_PAGE}#presence", "presence", "true",
+                     "someone arrives or leaves", {"present": ["alice", "bob"], "oob": True}),
+        LiveFragment("typing", f"{ROOM_PAGE}#typing", "typing", "true",
+                     "someone starts or stops typing (never shown to the typist)",
+                     {"typists": ["alice"], "oob": True}),
+        LiveFragment("removed", f"{ROOM_PAGE}#removed", "room", "true",
+                     "the owner removes this member from a private room",
+                     {"room_title": "Release planning"}),
+        LiveFragment("unread", f"{ROOM_LIST}#unread", "unread-3", "true",
+                     "a message arrives in a room, or the user reads it elsewhere",
+                     {"room_id": 3, "count": 4, "oob": True}),
+        LiveFragment("mention_toast", f"{BASE}#mention_toast", "toasts", "beforeend",
+                     "someone @mentions the user (every page of theirs)", toast),
+        LiveFragment("notice_toast", f"{BASE}#notice_toast", "toasts", "beforeend",
+                     "code pushes a notice with rooms.live.push", {"text": "Back in 5 minutes"}),
+        LiveFragment("dashboard_body", "rooms/dashboard.html#dashboard_body", "dashboard", "true",
+                     "the dashboard's figures change (at most once a second)",
+                     {"rows": [], "online": 2, "messages": 40, "rooms": 3, "minutes": 60,
+                      "oob": True}),
+    ]  # fmt: skip

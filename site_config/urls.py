@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -21,8 +20,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("dev/stats/", stats.process_stats, name="process_stats"),
+    path("dev/fragments/", catalog.fragment_catalog, name="fragment_catalog"),
 ]
-
-if settings.DEBUG:
-    # Template authors' tools: never served in production.
-    urlpatterns += [path("dev/fragments/", catalog.fragment_catalog, name="fragment_catalog")]
