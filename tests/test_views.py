@@ -146,3 +146,9 @@ def test_process_stats_report_sockets_and_memory(client, settings):
     settings.ROOMCAST_STATS = True
     stats = client.get("/dev/stats/").json()
     assert stats["sockets"] == 0 and stats["rss_kib"] > 0
+
+
+def test_no_template_comment_leaks_into_a_page(client, room, alice):
+    client.force_login(alice)
+    for url in ("/", room.get_absolute_url(), "/dashboard/"):
+        assert "{#" not in parse(client.get(url)).get_text(), url
