@@ -7,6 +7,7 @@ name their group, so the process's fan-out hub knows which local sockets they ar
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -136,12 +137,27 @@ async def apublish(group: str, event: dict) -> None:
     await get_channel_layer().group_send(group, event)
 
 
+# Set by the fan-out hub (rooms/fanout.py): hands an event to the server's event loop to
+# publish, in order, without making the calling thread wait; False if it cannot.
+_handoff: Callable[[str, dict], bool] | None = None
+
+
+def set_handoff(handoff: Callable[[str, dict], bool] | None) -> None:
+    global _handoff
+    _handoff = handoff
+
+
 def publish(group: str, event: dict) -> None:
     """Send one event to a group from sync code.
 
-    A layer failure is logged, not raised: the write has committed already, and every
-    socket catches up from the database when it sees the gap in the room's sequence.
+    In a server process (a view or a consumer's database thread), the event is handed to
+    the event loop and the thread goes on at once; elsewhere (a management command) it is
+    sent before returning. A layer failure is logged, not raised: the write has committed
+    already, and every socket catches up from the database when it sees the gap in the
+    room's sequence.
     """
+    if _handoff is not None and _handoff(group, event):
+        return
     try:
         async_to_sync(apublish)(group, event)
     except Exception:

@@ -75,6 +75,8 @@ class Hub:
         self._subscribed: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._timer_tasks: set[asyncio.Task] = set()
+        self._outbox: asyncio.Queue | None = None
+        self._publisher: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
     def _bind_loop(self) -> None:
@@ -125,6 +127,35 @@ class Hub:
         """Send an event to its group through this hub's layer."""
         self._bind_loop()
         await self.layer.group_send(event["group"], event)
+
+    def publish_soon(self, group: str, event: dict) -> bool:
+        """From another thread: publish on this hub's loop, in order, without waiting.
+
+        A consumer's database thread then goes on to its next write while the loop fans
+        out. Returns False (the caller publishes itself) when no loop of ours is running.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return False
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:
+                return False  # called on the loop itself: async code awaits apublish
+        loop.call_soon_threadsafe(self._enqueue, group, event)
+        return True
+
+    def _enqueue(self, group: str, event: dict) -> None:
+        if self._publisher is None or self._publisher.done():
+            self._outbox = asyncio.Queue()
+            self._publisher = asyncio.create_task(self._publish_queued(), name="roomcast-pub")
+        self._outbox.put_nowait((group, event))
+
+    async def _publish_queued(self) -> None:
+        while True:
+            group, event = await self._outbox.get()
+            try:
+                await events.apublish(group, event)
+            except Exception:
+                logger.exception("could not publish %s to %s", event.get("type"), group)
 
     async def _start(self) -> None:
         if self._tasks:
@@ -401,3 +432,4 @@ def fetch_last_seqs(room_ids: list[int]) -> dict[int, int]:
 
 
 hub = Hub()
+events.set_handoff(hub.publish_soon)

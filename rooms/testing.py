@@ -345,7 +345,11 @@ def render_event(event: dict, viewer: Viewer, room=None) -> list[str]:
     async def no_close(**kwargs):
         pass
 
+    async def collect_raw(message):
+        sent.append(message["text"])
+
     socket.send, socket.close, socket.note_read = collect, no_close, lambda: None
+    socket.fast_send = collect_raw
     # Nothing here waits on I/O, so the handler runs to the end in one step: usable from
     # sync and async tests alike, without an event loop.
     step = handler(socket, event, {})
