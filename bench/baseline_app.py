@@ -14,8 +14,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 
@@ -38,6 +40,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({"message": event["message"]}))
 
 
+# The tutorial's asgi.py: origin check, session auth, routes.
 application = ProtocolTypeRouter(
-    {"websocket": URLRouter([path("ws/chat/<str:room_name>/", ChatConsumer.as_asgi())])}
+    {
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(
+                URLRouter([path("ws/chat/<str:room_name>/", ChatConsumer.as_asgi())])
+            )
+        )
+    }
 )

@@ -36,7 +36,7 @@ class Client(asyncio.Protocol):
         self.handshaken = asyncio.get_running_loop().create_future()
         self.upgraded = False
         self.transport = None
-        self.last = -1
+        self.last_by_sender: dict[int, int] = {}
         self.received = 0
         self.reordered = 0
         self.seen: bytearray | None = None
@@ -83,23 +83,26 @@ class Client(asyncio.Protocol):
 
     def on_text(self, payload: bytes) -> None:
         if self.number < 0:
-            return  # the sender: it hears its own messages too, but is not counted
-        match = INDEX.search(payload)
-        if match is None:
-            return  # presence, form resets and the like
-        index = int(match[1])
-        if self.bench.frame_bytes is None:
+            return  # a sender: it hears its own messages too, but is not counted
+        if self.bench.frame_bytes is None and INDEX.search(payload):
             self.bench.frame_bytes = len(payload)
+        # A frame may carry several messages (a gap filled in one batch): count each.
+        for match in INDEX.finditer(payload):
+            self.on_message(int(match[1]), float(match[2]))
+
+    def on_message(self, index: int, sent_at: float) -> None:
         self.received += 1
-        if index < self.last:
+        # Messages of one sender must arrive in the order sent (senders take turns).
+        sender = index % self.bench.args.senders
+        if index < self.last_by_sender.get(sender, -1):
             self.reordered += 1
-        self.last = max(self.last, index)
+        self.last_by_sender[sender] = max(self.last_by_sender.get(sender, -1), index)
         if self.seen is not None and index < len(self.seen):
             if self.seen[index]:
                 self.bench.duplicated += 1
             self.seen[index] = 1
         if self.bench.latencies is not None:
-            self.bench.latencies.append(time.time() - float(match[2]))
+            self.bench.latencies.append(time.time() - sent_at)
         if self.number == 0:
             self.bench.probe_got(index)
         self.bench.frame_in()
@@ -191,6 +194,9 @@ class Bench:
             "lost": messages * len(self.clients) - unique,
             "duplicated": self.duplicated,
             "reordered": sum(c.reordered for c in self.clients),
+            "missing_at_first_socket": [
+                i for i in range(messages) if self.clients and not self.clients[0].seen[i]
+            ][:20],
             "frame_bytes": self.frame_bytes,
         }
 
@@ -201,7 +207,7 @@ async def throughput(args) -> dict:
     await bench.connect_receivers(args.receivers)
     for client in bench.clients:
         client.seen = bytearray(args.messages)
-    sender = await bench.connect(-1, args.cookie)
+    senders = [await bench.connect(-1 - n, args.cookie) for n in range(args.senders)]
     await asyncio.sleep(0.2)
     started = time.perf_counter()
     sent = 0
@@ -211,7 +217,7 @@ async def throughput(args) -> dict:
         while index - bench.probe_index > args.window:
             bench.probe_moved.clear()
             await bench.probe_moved.wait()
-        bench.message(sender, index)
+        bench.message(senders[index % len(senders)], index)
         sent += 1
     bench.frames_wanted = sent * args.receivers
     if bench.frames >= bench.frames_wanted:
@@ -279,6 +285,7 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=100)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--pad", type=int, default=300)
     parser.add_argument("--cookie")
