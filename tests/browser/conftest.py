@@ -68,8 +68,10 @@ def live_site(tmp_path):
     site.server.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one module at a time: Playwright's sync API keeps an event loop running
+    while it is open, which would stop later async tests from starting theirs."""
     chromium = shutil.which("chromium")
     if chromium is None:
         message = "Debian's chromium is not installed (apt-get install chromium)"
