@@ -8,11 +8,14 @@ delete buttons, who is typing), it is rendered once per *variant*, not once per 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.template.loader import render_to_string
+
+from rooms import events
 
 ROOM_PAGE = "rooms/room_detail.html"
 ROOM_LIST = "rooms/room_list.html"
@@ -170,91 +173,143 @@ def mention_toast(event: dict) -> str:
 
 
 # The registry of live fragments ----------------------------------------------------------
-# Every partial pushed over a socket, with where it lands and sample data. The system check
-# (rooms/checks.py), the fragment catalog (/dev/fragments/) and docs/templates.md use it.
+# Every partial pushed over a socket: where it lands, when, and a sample rendered through the
+# same function the live path calls. The system check (rooms/checks.py), the fragment catalog
+# (/dev/fragments/) and docs/templates.md all work from this one list.
 
 
 @dataclass(frozen=True)
 class LiveFragment:
+    """One pushed partial, as a template author needs to know it."""
+
     name: str
     template: str  # "file.html#partial"
-    target: str  # the id of the element the push swaps
-    swap: str  # its hx-swap-oob
+    target: str  # the id of the element its push always swaps
+    swap: str  # that element's hx-swap-oob ("true" replaces it)
     pushed_when: str
-    context: dict
+    sample: Callable[[], str]  # renders it with sample data, through its real function
 
     def render(self) -> str:
-        return render_to_string(self.template, self.context)
+        return self.sample()
 
 
-def _sample_messages() -> tuple[dict, dict]:
-    message = {
-        "id": 7,
-        "seq": 12,
-        "changed_seq": 0,
-        "author": "alice",
-        "author_id": 1,
-        "body": "Release at five, @bob?",
-        "edited": False,
-        "deleted": False,
-        "created": 1_700_000_000.0,
-    }
-    author = message_context(message, Viewer(user_id=1))
-    return message, author
+# A message as events carry it (Message.as_event()), written by user 1, alice.
+SAMPLE_MESSAGE = {
+    "id": 7,
+    "seq": 12,
+    "changed_seq": 0,
+    "author": "alice",
+    "author_id": 1,
+    "body": "Release at five, @bob?",
+    "edited": False,
+    "deleted": False,
+    "created": 1_700_000_000.0,
+}
+SAMPLE_EDITED = {**SAMPLE_MESSAGE, "seq": 11, "id": 6, "changed_seq": 13, "edited": True,
+                 "body": "Draft notes are in the doc."}  # fmt: skip
+SAMPLE_DELETED = {**SAMPLE_MESSAGE, "changed_seq": 14, "deleted": True, "body": ""}
+SAMPLE_AUTHOR = Viewer(user_id=1)
 
 
-def live_fragments() -> list[LiveFragment]:
-    """Every live fragment, rendered from sample data."""
-    message, author = _sample_messages()
-    edited = {**author, "edited": True, "body": "Release at six, @bob?"}
-    deleted = message_context({**message, "deleted": True, "body": ""}, Viewer())
-    max_length = settings.ROOMCAST_MESSAGE_MAX_LENGTH
-    toast = {"room_title": "Lobby", "room_slug": "lobby", "message": author}
-    return [
-        LiveFragment("new_messages", f"{ROOM_PAGE}#new_messages", "messages", "beforeend",
-                     "a message is posted (to every page of the room)",
-                     {"messages": [author], "last_seq": 12}),
-        LiveFragment("changed_messages", f"{ROOM_PAGE}#changed_messages", "message-7", "true",
-                     "a message is edited or deleted", {"messages": [edited], "last_seq": 13}),
-        LiveFragment("changed_messages (deleted)", f"{ROOM_PAGE}#changed_messages",
-                     "message-7", "true", "a message is deleted: its tombstone",
-                     {"messages": [deleted], "last_seq": 14}),
-        LiveFragment("catch_up", f"{ROOM_PAGE}#catch_up", "last-seq", "true",
-                     "a page (re)connects or polls: what changed, then what is new",
-                     {"changed": [edited], "messages": [author], "last_seq": 13}),
-        LiveFragment("message_history_oob", f"{ROOM_PAGE}#message_history_oob", "messages",
-                     "true", "a page is too far behind to catch up message by message",
-                     {"messages": [author], "last_seq": 12}),
-        LiveFragment("message", f"{ROOM_PAGE}#message", "message-7", "true",
-                     "the author cancels an edit", {"message": author, "oob": True}),
-        LiveFragment("message_editor", f"{ROOM_PAGE}#message_editor", "message-7", "true",
-                     "the author clicks Edit (their page only)",
-                     {"message": message, "max_length": max_length}),
-        LiveFragment("message_form_reset", f"{ROOM_PAGE}#message_form_reset", "message-input",
-                     "true", "the sender's message was stored", {"max_length": max_length}),
-        LiveFragment("message_error_oob", f"{ROOM_PAGE}#message_error_oob", "message-error",
-                     "true", "a frame is refused (bad input, a forbidden action, a flood)",
-                     {"error": "Write a message before sending."}),
-        LiveFragment("go_live", f"{ROOM_PAGE}#go_live", "message-form", "true",
-                     "the socket's first sync: the page stops polling and posts over the socket",
-                     {"can_post": True, "max_length": max_length}),
-        LiveFragment("presence", f"{ROOM_PAGE}#presence", "presence", "true",
-                     "someone arrives or leaves", {"present": ["alice", "bob"], "oob": True}),
-        LiveFragment("typing", f"{ROOM_PAGE}#typing", "typing", "true",
-                     "someone starts or stops typing (never shown to the typist)",
-                     {"typists": ["alice"], "oob": True}),
-        LiveFragment("removed", f"{ROOM_PAGE}#removed", "room", "true",
-                     "the owner removes this member from a private room",
-                     {"room_title": "Release planning"}),
-        LiveFragment("unread", f"{ROOM_LIST}#unread", "unread-3", "true",
-                     "a message arrives in a room, or the user reads it elsewhere",
-                     {"room_id": 3, "count": 4, "oob": True}),
-        LiveFragment("mention_toast", f"{BASE}#mention_toast", "toasts", "beforeend",
-                     "someone @mentions the user (every page of theirs)", toast),
-        LiveFragment("notice_toast", f"{BASE}#notice_toast", "toasts", "beforeend",
-                     "code pushes a notice with rooms.live.push", {"text": "Back in 5 minutes"}),
-        LiveFragment("dashboard_body", "rooms/dashboard.html#dashboard_body", "dashboard", "true",
-                     "the dashboard's figures change (at most once a second)",
-                     {"rows": [], "online": 2, "messages": 40, "rooms": 3, "minutes": 60,
-                      "oob": True}),
-    ]  # fmt: skip
+def _sample_notice() -> str:
+    from rooms import live  # rooms.live imports the models: not at this module's import
+
+    event = live.fragment_event(live.SITE, f"{BASE}#notice_toast", {"text": "Back in 5 minutes"})
+    return event["html"]
+
+
+def _sample_dashboard() -> str:
+    from rooms import dashboard
+
+    per_minute = [0] * 50 + [1, 3, 2, 0, 4, 6, 2, 1, 0, 3]
+    lobby = dashboard.RoomFigures(3, "Lobby", "/rooms/lobby/", 2, per_minute)
+    return dashboard.render(dashboard.context([lobby], online=2))
+
+
+LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
+    LiveFragment(
+        "new_messages", f"{ROOM_PAGE}#new_messages", "messages", "beforeend",
+        "a message is posted: to every page of the room (here as its author sees it)",
+        lambda: new_messages([SAMPLE_MESSAGE], SAMPLE_AUTHOR, 12),
+    ),
+    LiveFragment(
+        "changed_messages", f"{ROOM_PAGE}#changed_messages", "message-6", "true",
+        "a message is edited",
+        lambda: changed_messages([SAMPLE_EDITED], SAMPLE_AUTHOR, 13),
+    ),
+    LiveFragment(
+        "changed_messages (deleted)", f"{ROOM_PAGE}#changed_messages", "message-7", "true",
+        "a message is deleted: its tombstone",
+        lambda: changed_messages([SAMPLE_DELETED], Viewer(), 14),
+    ),
+    LiveFragment(
+        "catch_up", f"{ROOM_PAGE}#catch_up", "last-seq", "true",
+        "a page (re)connects, polls, or missed events: what changed, then what is new",
+        lambda: catch_up(11, [SAMPLE_EDITED, SAMPLE_MESSAGE], SAMPLE_AUTHOR, 13),
+    ),
+    LiveFragment(
+        "message_history_oob", f"{ROOM_PAGE}#message_history_oob", "messages", "true",
+        "a page is too far behind to catch up message by message",
+        lambda: message_history([SAMPLE_EDITED, SAMPLE_MESSAGE], SAMPLE_AUTHOR, 13),
+    ),
+    LiveFragment(
+        "message", f"{ROOM_PAGE}#message", "message-7", "true",
+        "the author cancels an edit (their page only)",
+        lambda: message(SAMPLE_MESSAGE, SAMPLE_AUTHOR),
+    ),
+    LiveFragment(
+        "message_editor", f"{ROOM_PAGE}#message_editor", "message-7", "true",
+        "the author clicks Edit (their page only)",
+        lambda: message_editor(SAMPLE_MESSAGE),
+    ),
+    LiveFragment(
+        "message_form_reset", f"{ROOM_PAGE}#message_form_reset", "message-input", "true",
+        "the sender's message was stored (their page only)",
+        message_form_reset,
+    ),
+    LiveFragment(
+        "message_error_oob", f"{ROOM_PAGE}#message_error_oob", "message-error", "true",
+        "a frame is refused: bad input, a forbidden action, a flood",
+        lambda: message_error("Write a message before sending."),
+    ),
+    LiveFragment(
+        "go_live", f"{ROOM_PAGE}#go_live", "message-form", "true",
+        "the socket's first sync: the page stops polling and posts over the socket",
+        lambda: go_live(can_post=True),
+    ),
+    LiveFragment(
+        "presence", f"{ROOM_PAGE}#presence", "presence", "true",
+        "someone arrives or leaves, and to each new socket",
+        lambda: presence(["alice", "bob"]),
+    ),
+    LiveFragment(
+        "typing", f"{ROOM_PAGE}#typing", "typing", "true",
+        "someone starts or stops typing (never shown to the typist)",
+        lambda: typing(["alice"]),
+    ),
+    LiveFragment(
+        "removed", f"{ROOM_PAGE}#removed", "room", "true",
+        "the owner removes this member from a private room; the socket then closes",
+        lambda: removed_from_room("Release planning"),
+    ),
+    LiveFragment(
+        "unread", f"{ROOM_LIST}#unread", "unread-3", "true",
+        "a message arrives in a room, or the user reads it elsewhere (room list)",
+        lambda: unread_badge(3, 4),
+    ),
+    LiveFragment(
+        "mention_toast", f"{BASE}#mention_toast", "toasts", "beforeend",
+        "someone @mentions the user: on every page of theirs",
+        lambda: mention_toast(events.mention_event(2, "Lobby", "lobby", SAMPLE_MESSAGE)),
+    ),
+    LiveFragment(
+        "notice_toast", f"{BASE}#notice_toast", "toasts", "beforeend",
+        "code pushes a notice with rooms.live.push",
+        _sample_notice,
+    ),
+    LiveFragment(
+        "dashboard_body", "rooms/dashboard.html#dashboard_body", "dashboard", "true",
+        "the dashboard's figures change (at most once a second)",
+        _sample_dashboard,
+    ),
+)  # fmt: skip
