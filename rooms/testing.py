@@ -27,7 +27,8 @@ from asgiref.sync import sync_to_async
 from bs4 import BeautifulSoup, Tag
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.test import Client
+from django.db import DEFAULT_DB_ALIAS
+from django.test import Client, TestCase
 
 from rooms import events, live
 from rooms.consumers import ROOM_EVENTS, RoomConsumer
@@ -92,6 +93,17 @@ class Fragment:
         return self.soup.select(css)
 
 
+def describe(message: dict) -> str:
+    """What the server sent, for a failure message: a fragment (its targets and HTML), a
+    close (its code), or a binary frame."""
+    if message["type"] == "websocket.close":
+        return f"the socket closed (code {message.get('code')})"
+    if message.get("text") is None:
+        return f"a binary frame of {len(message.get('bytes') or b'')} bytes"
+    text = message["text"]
+    return f"a fragment targeting {Fragment(text).targets()}:\n{text.strip()}"
+
+
 def htmx_frame(form_id: str | None, **fields) -> str:
     """A frame as the htmx 2 ws extension sends it for a `ws-send` form."""
     headers = {
@@ -120,17 +132,25 @@ class RoomSocket:
             await self.sync(last_seq)
         return self
 
-    async def sync(self, last_seq: int) -> None:
-        """Send what the page's sync form sends on htmx:wsOpen."""
-        await self.send_form("sync", action="sync", last_seq=str(last_seq))
+    async def sync(self, last_seq: int, live: bool | None = None) -> None:
+        """Send what the page's sync form sends on htmx:wsOpen.
+
+        A page also sends `live` ("0" until its socket first worked): pass `live=False` to
+        get the `go_live` fragment back, as a freshly loaded page does. Left out by default,
+        so that tests about other things are not sent it.
+        """
+        fields = {"action": "sync", "last_seq": str(last_seq)}
+        if live is not None:
+            fields["live"] = "1" if live else "0"
+        await self.send_form("sync", **fields)
 
     async def post(self, message: str) -> None:
         """Send what the message form sends when submitted."""
         await self.send_form("message-form", action="post", message=message)
 
     async def type(self) -> None:
-        """Send what the message input sends while the user types."""
-        await self.send_form("message-input", action="typing")
+        """Send what the page's typing signal sends while the user types (hx-vals only)."""
+        await self.send_form("typing-signal", action="typing")
 
     async def edit(self, message_id: int) -> None:
         """Click a message's Edit button."""
@@ -161,15 +181,27 @@ class RoomSocket:
     async def receive_fragment(
         self, timeout: float = DEFAULT_TIMEOUT, skip: tuple[str, ...] = ("presence",)
     ) -> Fragment:
-        """The next frame, parsed; fails if none comes or the socket closes.
+        """The next frame, parsed; fails saying what came if none does or the socket closes.
 
         Frames that only swap targets in `skip` (by default the presence list, which
         arrives whenever anyone comes or goes) are passed over.
         """
+        passed_over = 0
         while True:
-            fragment = await self._receive(timeout)
-            if not fragment.targets() or not set(fragment.targets()) <= set(skip):
-                return fragment
+            message = await self._next(timeout)
+            if message is None:
+                got = "nothing"
+                if passed_over:
+                    got += f" (passed over {passed_over} frames swapping only {list(skip)})"
+                raise AssertionError(f"expected a fragment within {timeout}s, got {got}")
+            self._note_close(message)
+            if message.get("text") is None:
+                raise AssertionError(f"expected a fragment, got {describe(message)}")
+            fragment = Fragment(message["text"])
+            if fragment.targets() and set(fragment.targets()) <= set(skip):
+                passed_over += 1
+                continue
+            return fragment
 
     async def _next(self, timeout: float) -> dict | None:
         """The next message from the server, or None if none comes within `timeout`.
@@ -181,38 +213,35 @@ class RoomSocket:
             return None
         return await self.communicator.receive_output()
 
-    async def _receive(self, timeout: float) -> Fragment:
-        message = await self._next(timeout)
-        if message is None:
-            raise AssertionError(f"expected a fragment within {timeout}s, got nothing")
+    def _note_close(self, message: dict) -> None:
         if message["type"] == "websocket.close":
             self.close_code = message.get("code")
-            raise AssertionError(f"expected a fragment, the socket closed ({self.close_code})")
-        assert message.get("text") is not None, f"expected a text frame, got {message!r}"
-        return Fragment(message["text"])
+            self.connected = False
 
     async def receive_close(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
         """Wait for the server to close the socket and return the close code."""
         message = await self._next(timeout)
         if message is None:
-            raise AssertionError(f"expected the socket to close within {timeout}s")
-        assert message["type"] == "websocket.close", f"expected a close, got {message!r}"
-        self.close_code = message.get("code")
-        self.connected = False
+            raise AssertionError(f"expected the socket to close within {timeout}s, got nothing")
+        self._note_close(message)
+        if message["type"] != "websocket.close":
+            raise AssertionError(f"expected the socket to close, got {describe(message)}")
         return self.close_code
 
     async def assert_nothing_received(
         self, timeout: float = QUIET_TIMEOUT, skip: tuple[str, ...] = ("presence",)
     ) -> None:
-        """Fail if any frame (other than one that only swaps `skip` targets) arrives."""
+        """Fail, saying what came, if any frame (other than one that only swaps `skip`
+        targets) arrives within `timeout`."""
         while not await self.communicator.receive_nothing(timeout=timeout):
             message = await self.communicator.receive_output()
+            self._note_close(message)
             text = message.get("text")
             if text is not None:
                 targets = Fragment(text).targets()
                 if targets and set(targets) <= set(skip):
                     continue
-            raise AssertionError(f"expected nothing more, got {message!r}")
+            raise AssertionError(f"expected nothing more, got {describe(message)}")
 
     async def disconnect(self) -> None:
         if self.connected:
@@ -257,6 +286,11 @@ async def open_user_socket(application, user, unread: bool = False) -> RoomSocke
 # Capturing broadcasts -------------------------------------------------------------------
 
 
+def group_name(target) -> str:
+    """The group of a target: a Room, a user, live.SITE, or a group name as it stands."""
+    return target if isinstance(target, str) else live.group_of(target)
+
+
 @dataclass
 class Broadcast:
     """One event published to a group while a capture was on."""
@@ -269,14 +303,18 @@ class Broadcast:
         return self.event["type"]
 
     def fragments(self, viewer: Viewer | None = None, room=None) -> list[Fragment]:
-        """The frames a socket of `viewer` (anonymous by default) on `room`'s page is sent."""
+        """The frames a room page's socket sends for this event, as `viewer` (anonymous by
+        default) on `room`'s page (any other room's page by default) is sent them."""
         return [Fragment(html) for html in render_event(self.event, viewer or Viewer(), room)]
 
     def fragment(self, viewer: Viewer | None = None, room=None) -> Fragment:
         """The one frame this event becomes for `viewer`; fails if it is not exactly one."""
         frames = self.fragments(viewer, room)
         if len(frames) != 1:
-            raise AssertionError(f"expected {self.type} to render as 1 frame, got {len(frames)}")
+            raise AssertionError(
+                f"expected {self.type} to {self.group} to render as 1 frame for "
+                f"{viewer or Viewer()}, got {len(frames)}: {[f.targets() for f in frames]}"
+            )
         return frames[0]
 
 
@@ -284,8 +322,8 @@ class Broadcasts(list):
     """Every `Broadcast` published while `capture_broadcasts()` was on, in order."""
 
     def to(self, target) -> Broadcasts:
-        """The broadcasts to a Room, a user, or a group name."""
-        group = target if isinstance(target, str) else live.group_of(target)
+        """The broadcasts to a Room, a user, live.SITE, or a group name."""
+        group = group_name(target)
         return Broadcasts(b for b in self if b.group == group)
 
     def of_type(self, event_type: str) -> Broadcasts:
@@ -296,45 +334,99 @@ class Broadcasts(list):
         found = self.to(target) if target is not None else self
         found = found.of_type(event_type) if event_type else found
         if len(found) != 1:
-            what = " ".join(filter(None, [event_type, target and f"to {live.group_of(target)}"]))
+            to = target is not None and f"to {group_name(target)}"
+            expected = " ".join(filter(None, ["1", event_type, "broadcast", to]))
             raise AssertionError(
-                f"expected 1 broadcast {what or ''}, got {len(found)}: {self.summary()}"
+                f"expected {expected}, got {len(found)}; captured: {self.summary() or 'nothing'}"
             )
         return found[0]
 
+    def fragments(self, viewer: Viewer | None = None, room=None) -> list[Fragment]:
+        """Every frame these broadcasts become for `viewer`, in order."""
+        return [frame for b in self for frame in b.fragments(viewer, room)]
+
     def summary(self) -> list[str]:
+        """One "type -> group" line per broadcast."""
         return [f"{b.type} -> {b.group}" for b in self]
 
 
-@contextlib.contextmanager
-def capture_broadcasts() -> Iterator[Broadcasts]:
-    """Record every event published while the block runs (sync or async code alike).
+def capture_broadcasts(*targets, using: str = DEFAULT_DB_ALIAS) -> BroadcastCapture:
+    """Record every event published while a block runs: `with` (sync or async code) or
+    `async with` (async code).
 
-        with capture_broadcasts() as captured:
-            client.post(url, {"message": "hi"})
-        captured.one("room.message", room).fragment().target("messages")
+        with capture_broadcasts(room) as captured:
+            client.post(reverse("room_post", args=[room.slug]), {"message": "hi"})
+        captured.one("room.message").fragment().target("messages")
 
-    Events still go out: sockets connected meanwhile receive them as usual. Events that
-    sync code publishes after commit are captured when the commit happens in the block.
+    Given targets (Rooms, users, live.SITE, group names), only events to their groups are
+    kept. Everything published is seen: by models and views (after commit), rooms.live,
+    consumers, and the fan-out hub (presence, typing). Events still go out: connected
+    sockets receive them as usual.
+
+    After commit: in a test that runs inside a transaction (`django_db` without
+    `transaction=True`), nothing commits, so the sync form runs the on-commit callbacks
+    that the block registered when the block ends, as a commit would have.
     """
-    captured = Broadcasts()
-    original = events.apublish
+    return BroadcastCapture(*targets, using=using)
 
-    async def recording(group: str, event: dict) -> None:
-        captured.append(Broadcast(group, event))
-        await original(group, event)
 
-    with mock.patch.object(events, "apublish", recording):
-        yield captured
+class BroadcastCapture:
+    """The context manager `capture_broadcasts()` returns."""
+
+    def __init__(self, *targets, using: str = DEFAULT_DB_ALIAS) -> None:
+        self.groups = {group_name(target) for target in targets}
+        self.using = using
+        self.captured = Broadcasts()
+        self._stack: contextlib.ExitStack | None = None
+
+    def record(self, group: str, event: dict) -> None:
+        if not self.groups or group in self.groups:
+            self.captured.append(Broadcast(group, event))
+
+    def listening(self) -> contextlib.ExitStack:
+        """Record while this stack is open (no on-commit handling)."""
+        original_apublish, original_hub_publish = events.apublish, Hub.publish
+
+        async def apublish(group: str, event: dict) -> None:
+            self.record(group, event)
+            await original_apublish(group, event)
+
+        async def hub_publish(hub: Hub, event: dict) -> None:
+            self.record(event["group"], event)
+            await original_hub_publish(hub, event)
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(mock.patch.object(events, "apublish", apublish))
+        stack.enter_context(mock.patch.object(Hub, "publish", hub_publish))
+        return stack
+
+    def __enter__(self) -> Broadcasts:
+        self._stack = self.listening()
+        # Entered last, so it runs first on exit: the callbacks publish while we listen.
+        self._stack.enter_context(TestCase.captureOnCommitCallbacks(using=self.using, execute=True))
+        return self.captured
+
+    def __exit__(self, *exc_info) -> None:
+        self._stack.close()
+
+    async def __aenter__(self) -> Broadcasts:
+        # Async code writes from database threads, whose commits publish as they happen.
+        self._stack = self.listening()
+        return self.captured
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._stack.close()
 
 
 def render_event(event: dict, viewer: Viewer, room=None) -> list[str]:
-    """The frames a socket of `viewer` on `room`'s page sends for `event`, as it renders them."""
+    """The frames a room page's socket of `viewer` on `room` sends for `event`, rendered by
+    the socket's own handlers (rooms.consumers.ROOM_EVENTS) with a stand-in for its send."""
     handler = ROOM_EVENTS.get(event["type"])
     if handler is None:
         return []
     socket = RoomConsumer()
     socket.viewer, socket.syncing = viewer, False
+    # The socket is live and has shown everything before this event, so it sends it.
     socket.last_seq = event.get("after", event.get("seq", 1) - 1)
     socket.room = room or SimpleNamespace(slug="", title="")
     sent: list[str] = []
@@ -353,17 +445,24 @@ def render_event(event: dict, viewer: Viewer, room=None) -> list[str]:
     # Nothing here waits on I/O, so the handler runs to the end in one step: usable from
     # sync and async tests alike, without an event loop.
     step = handler(socket, event, {})
-    with contextlib.suppress(StopIteration):
+    try:
         step.send(None)
+    except StopIteration:
+        return sent
     step.close()
-    return sent
+    raise RuntimeError(f"rendering {event['type']} waited on I/O: render_event cannot run it")
 
 
 @pytest.fixture
 def broadcasts() -> Iterator[Broadcasts]:
-    """Capture every broadcast of the test: `broadcasts.one("room.message", room)`."""
-    with capture_broadcasts() as captured:
-        yield captured
+    """Every broadcast of the test: `broadcasts.one("room.message", room)`.
+
+    Events published after commit are seen when the commit happens: use it in tests with
+    `django_db(transaction=True)`, or use `capture_broadcasts()` around the code instead.
+    """
+    capture = BroadcastCapture()
+    with capture.listening():
+        yield capture.captured
 
 
 @pytest.fixture
