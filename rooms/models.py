@@ -119,11 +119,19 @@ class Message(models.Model):
     edited = models.BooleanField(default=False)
     deleted = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
+    # The composer's idempotency key: one composed message is stored once, however often
+    # the page sends it (the ws extension replays queued sends after a reconnect).
+    client_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["room", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["room", "seq"], name="message_unique_room_seq")
+            models.UniqueConstraint(fields=["room", "seq"], name="message_unique_room_seq"),
+            models.UniqueConstraint(
+                fields=["room", "author", "client_key"],
+                condition=Q(client_key__isnull=False),
+                name="message_unique_client_key",
+            ),
         ]
         indexes = [models.Index(fields=["room", "changed_seq"], name="message_room_changed")]
 
@@ -276,3 +284,29 @@ def missed_changes(room_id: int, after_seq: int) -> tuple[list[dict], list[dict]
         latest = [m.as_event() for m in room.latest_messages()]
         return [], latest, latest_seq(latest)
     return changes, None, max(after_seq, latest_seq(changes))
+
+
+class Profile(models.Model):
+    """A user's own settings: the time zone their pages show times in, and email digests."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        help_text="Times on your pages are shown in this time zone.",
+    )
+    email_digest = models.BooleanField(
+        default=True,
+        help_text="Email me a digest of mentions I missed while I had no page open.",
+    )
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
+
+    @classmethod
+    def for_user(cls, user) -> Profile:
+        """The user's profile, created with defaults on first use."""
+        profile, _ = cls.objects.get_or_create(user=user)
+        return profile
