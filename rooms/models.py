@@ -122,6 +122,8 @@ class Message(models.Model):
     # The composer's idempotency key: one composed message is stored once, however often
     # the page sends it (the ws extension replays queued sends after a reconnect).
     client_key = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    # Shown under the previous message's name and time: same author, a few minutes later.
+    continues = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["room", "seq"]
@@ -162,6 +164,7 @@ class Message(models.Model):
             "edited": self.edited,
             "deleted": self.deleted,
             "created": self.created.timestamp(),
+            "continues": self.continues,
         }
 
 
