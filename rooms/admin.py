@@ -1,19 +1,98 @@
-from django.contrib import admin
+"""The admin: every change it makes to rooms, members and messages goes through rooms.actions,
+so a member removed here is shut out of their open pages exactly as one removed on the page."""
 
+from django import forms
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+
+from rooms import actions
+from rooms.forms import refuse_lookalike
 from rooms.models import Message, Room
+
+
+class RoomAdminForm(forms.ModelForm):
+    class Meta:
+        model = Room
+        fields = ["title", "slug", "owner", "is_private", "members"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        owner, members = cleaned.get("owner"), cleaned.get("members")
+        if owner is not None and members is not None and owner in members:
+            self.add_error("members", actions.OWNER_IS_MEMBER)
+        if members and not cleaned.get("is_private"):
+            self.add_error("members", actions.NOT_PRIVATE)
+        return cleaned
 
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
+    form = RoomAdminForm
     list_display = ["title", "slug", "owner", "last_seq", "created"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["last_seq"]
     search_fields = ["title", "slug"]
+    filter_horizontal = ["members"]
+
+    def save_related(self, request, form, formsets, change) -> None:
+        # Members change through actions (removal closes the member's sockets), not the form.
+        members = form.cleaned_data.pop("members", None)
+        super().save_related(request, form, formsets, change)
+        if members is not None:
+            room = form.instance
+            if room.is_private or members:
+                actions.set_members(room, actions.SYSTEM, members)
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["room", "seq", "author", "body", "created"]
+    list_display = ["room", "seq", "author", "body", "deleted", "created"]
     list_filter = ["room"]
-    readonly_fields = ["room", "seq"]
+    fields = ["room", "seq", "author", "body", "edited", "deleted"]
+    readonly_fields = ["room", "seq", "author", "edited", "deleted"]
     search_fields = ["body"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # messages are posted in rooms (or by `manage.py announce`)
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change and "body" in form.changed_data:
+            actions.edit_message(obj.room, actions.SYSTEM, obj.pk, obj.body)
+
+    def delete_model(self, request, obj) -> None:
+        # A tombstone, live on every page, rather than a row that vanishes unannounced.
+        actions.delete_message(obj.room, actions.SYSTEM, obj.pk)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for message in queryset.select_related("room"):
+            actions.delete_message(message.room, actions.SYSTEM, message.pk)
+
+
+class LookalikeCreationForm(AdminUserCreationForm):
+    def clean_username(self) -> str:
+        username = super().clean_username()
+        if username and not self.has_error("username"):
+            refuse_lookalike(username)
+        return username
+
+
+class LookalikeChangeForm(UserChangeForm):
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        refuse_lookalike(username, exclude_pk=self.instance.pk)
+        return username
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class RoomcastUserAdmin(UserAdmin):
+    """Django's user admin, refusing usernames that look like someone else's."""
+
+    add_form = LookalikeCreationForm
+    form = LookalikeChangeForm

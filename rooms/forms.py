@@ -6,6 +6,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import UserCreationForm
 
 from rooms.models import Room
+from rooms.usernames import lookalike_of
+
+LOOKALIKE = "That username looks too much like {existing!r}, which is taken: choose another."
 
 
 class MessageForm(forms.Form):
@@ -18,6 +21,12 @@ class MessageForm(forms.Form):
             "max_length": "Messages can be at most %(limit_value)d characters "
             "(this one has %(show_value)d).",
         },
+    )
+    # The composer's idempotency key (a uuid4 hex): one composed message is stored once.
+    client_key = forms.CharField(
+        required=False,
+        max_length=64,
+        error_messages={"max_length": "Could not send that message: reload the page."},
     )
 
 
@@ -56,6 +65,19 @@ class MemberForm(forms.Form):
             raise forms.ValidationError(f"There is no user called {username}.") from None
 
 
+def refuse_lookalike(username: str, exclude_pk: int | None = None) -> None:
+    """Raise a ValidationError if `username` looks like someone else's (homoglyphs)."""
+    existing = lookalike_of(username, exclude_pk)
+    if existing is not None:
+        raise forms.ValidationError(LOOKALIKE.format(existing=existing), code="lookalike")
+
+
 class SignupForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):
         fields = ["username"]
+
+    def clean_username(self) -> str:
+        username = super().clean_username()
+        if username and not self.has_error("username"):  # taken outright: said already
+            refuse_lookalike(username)
+        return username

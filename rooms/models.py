@@ -1,25 +1,31 @@
-"""Rooms, members and messages, and the write path that numbers and publishes changes.
+"""Rooms, members and messages: the data and its queries.
 
 Every change to a room's messages (a new message, an edit, a delete) takes the room's next
-sequence number and is published after commit, so a page that missed an event can ask the
-database for everything after the last number it saw.
+sequence number and is published after commit (rooms/actions.py holds every write), so a
+page that missed an event can ask the database for everything after the last number it saw.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import models, transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.text import slugify
 
-from rooms import events
-
-MENTION = re.compile(r"(?<![\w@])@([\w.+-]{1,150})")
+# "@name": a username may hold . + - inside, but not at its end, so "@bob." and "@bob-"
+# (a sentence's full stop, a dash) mention bob.
+MENTION = re.compile(r"(?<![\w@])@([\w.+-]{0,149}\w)")
+# Slugs that would collide with other pages under /rooms/ (/rooms/new/ creates a room).
+RESERVED_SLUGS = frozenset({"new"})
+# Two rooms with one title created at once: each retry takes the next free suffix.
+SLUG_ATTEMPTS = 5
 
 
 class Room(models.Model):
@@ -53,9 +59,27 @@ class Room(models.Model):
         return f"/ws/rooms/{self.slug}/"
 
     def save(self, *args, **kwargs) -> None:
-        if not self.slug:
-            self.slug = unique_slug(self.title)
-        super().save(*args, **kwargs)
+        """Save; a new room without a slug gets a free one, even when another process
+        takes the same slug between the check and the insert."""
+        if self.slug:
+            super().save(*args, **kwargs)
+            return
+        for attempt in range(SLUG_ATTEMPTS):
+            self.slug = unique_slug(self.title, random_suffix=attempt > 1)
+            try:
+                with transaction.atomic():
+                    super().save(*args, **kwargs)
+                return
+            except IntegrityError:
+                taken = Room.objects.filter(slug=self.slug).exists()
+                self.slug = ""
+                if not taken:
+                    raise  # some other constraint failed: not ours to retry
+        raise IntegrityError(f"no free slug for {self.title!r} after {SLUG_ATTEMPTS} attempts")
+
+    def clean(self) -> None:
+        if self.slug in RESERVED_SLUGS:
+            raise ValidationError({"slug": f"The address /rooms/{self.slug}/ is reserved."})
 
     def can_read(self, user) -> bool:
         """Public rooms are open to all; private ones to the owner and members. Queries."""
@@ -96,11 +120,13 @@ def visible_rooms(user) -> models.QuerySet[Room]:
     return Room.objects.filter(Q(is_private=False) | Q(owner=user) | Q(members=user)).distinct()
 
 
-def unique_slug(title: str) -> str:
-    """A slug for `title` that no room uses yet."""
+def unique_slug(title: str, random_suffix: bool = False) -> str:
+    """A slug for `title` that no room uses yet and no other page needs."""
     base = slugify(title)[:90] or "room"
+    if random_suffix:
+        return f"{base}-{secrets.token_hex(3)}"
     slug, n = base, 1
-    while Room.objects.filter(slug=slug).exists():
+    while slug in RESERVED_SLUGS or Room.objects.filter(slug=slug).exists():
         n += 1
         slug = f"{base}-{n}"
     return slug
@@ -181,49 +207,29 @@ class ReadMarker(models.Model):
         ]
 
 
-def _next_seq(room: Room) -> int:
-    # The UPDATE locks the room row until commit, so sequence numbers commit in order.
-    Room.objects.filter(pk=room.pk).update(last_seq=F("last_seq") + 1)
-    seq = Room.objects.values_list("last_seq", flat=True).get(pk=room.pk)
-    room.last_seq = seq
-    return seq
+# Compatibility: the write functions live in rooms.actions. These names stay importable
+# from here (the consumers import them) and store without a permission check, as before.
 
 
-def post_message(room: Room, author, body: str) -> Message:
-    """Store a message under the room's next sequence number; publish it after commit."""
-    with transaction.atomic():
-        seq = _next_seq(room)
-        message = Message.objects.create(room=room, seq=seq, author=author, body=body)
-        mentioned = mentioned_users(room, body, exclude=author)
-        event = message.as_event()
-        transaction.on_commit(lambda: events.publish_message(room.pk, event), robust=True)
-        for user_id in mentioned:
-            mention = events.mention_event(user_id, room.title, room.slug, event)
-            transaction.on_commit(lambda m=mention: events.publish(m["group"], m), robust=True)
-    return message
+def post_message(room: Room, author, body: str, client_key: str | None = None) -> Message:
+    """Store a message (no permission check); see rooms.actions.post_message."""
+    from rooms import actions
+
+    return actions.store_message(room, author, body, client_key)
 
 
 def edit_message(message: Message, body: str) -> Message:
-    """Change a message's text under a new sequence number; publish after commit."""
-    return _change(message, body=body, edited=True)
+    """Change a message's text (no permission check); see rooms.actions.edit_message."""
+    from rooms import actions
+
+    return actions.change_message(message, body)
 
 
 def delete_message(message: Message) -> Message:
-    """Turn a message into a tombstone under a new sequence number; publish after commit."""
-    return _change(message, body="", deleted=True)
+    """Turn a message into a tombstone (no check); see rooms.actions.delete_message."""
+    from rooms import actions
 
-
-def _change(message: Message, **fields) -> Message:
-    with transaction.atomic():
-        fields["changed_seq"] = _next_seq(message.room)
-        Message.objects.filter(pk=message.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(message, name, value)
-        event = message.as_event()
-        transaction.on_commit(
-            lambda: events.publish_message_changed(message.room_id, event), robust=True
-        )
-    return message
+    return actions.tombstone_message(message)
 
 
 def mentioned_users(room: Room, body: str, exclude=None) -> list[int]:
@@ -243,14 +249,10 @@ def latest_seq(messages: list[dict]) -> int:
 
 
 def mark_read(user, room: Room, seq: int) -> None:
-    """Move the user's read marker forward to `seq` (never back); tell their other pages."""
-    if not user.is_authenticated:
-        return
-    marker, _ = ReadMarker.objects.get_or_create(user=user, room=room)
-    moved = ReadMarker.objects.filter(pk=marker.pk, last_read_seq__lt=seq).update(last_read_seq=seq)
-    if moved:
-        event = events.read_event(user.pk, room.pk, seq)
-        transaction.on_commit(lambda: events.publish(event["group"], event), robust=True)
+    """Move the user's read marker forward; see rooms.actions.mark_read."""
+    from rooms import actions
+
+    actions.mark_read(user, room, seq)
 
 
 def unread_counts(user, rooms) -> dict[int, int]:

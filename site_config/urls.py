@@ -21,4 +21,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dev/stats/", stats.process_stats, name="process_stats"),
     path("dev/fragments/", catalog.fragment_catalog, name="fragment_catalog"),
+    # access: edit and delete without a socket (and Cancel: the message as it stands)
+    path("rooms/<slug:slug>/messages/<int:message_id>/", views.message_show, name="message_show"),
+    path(
+        "rooms/<slug:slug>/messages/<int:message_id>/edit/", views.message_edit, name="message_edit"
+    ),
+    path(
+        "rooms/<slug:slug>/messages/<int:message_id>/delete/",
+        views.message_delete,
+        name="message_delete",
+    ),
 ]

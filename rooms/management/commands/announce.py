@@ -3,7 +3,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from rooms.models import Room, post_message
+from rooms import actions
+from rooms.models import Room
 
 
 class Command(BaseCommand):
@@ -23,5 +24,5 @@ class Command(BaseCommand):
         limit = settings.ROOMCAST_MESSAGE_MAX_LENGTH
         if len(text) > limit:
             raise CommandError(f"Messages can be at most {limit} characters.")
-        message = post_message(room, None, text)
+        message = actions.post_announcement(room, text)
         self.stdout.write(f"Announced in {room.title} as message #{message.seq}.")

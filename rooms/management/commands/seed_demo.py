@@ -3,7 +3,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from rooms.models import Room, post_message
+from rooms import actions
+from rooms.models import Room
 
 DEMO_USERS = {"alice": "roomcast-alice", "bob": "roomcast-bob"}
 DEMO_ROOMS = {
@@ -31,8 +32,8 @@ class Command(BaseCommand):
             users[username].set_password(password)
             users[username].save()
         for title, history in DEMO_ROOMS.items():
-            room = Room.objects.create(title=title, owner=users["alice"])
+            room = actions.create_room(users["alice"], title)
             for username, body in history:
-                post_message(room, users[username], body)
+                actions.post_message(room, users[username], body)
         logins = ", ".join(f"{u} / {p}" for u, p in DEMO_USERS.items())
         self.stdout.write(self.style.SUCCESS(f"Demo data added. Log in as {logins}."))
