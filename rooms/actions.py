@@ -206,8 +206,7 @@ def store_message(room: Room, author: Any, body: str, client_key: str | None = N
     `client_key`, a message already stored under it is returned and nothing is published.
     """
     author_id = author.pk if author is not None else None
-    existing = Message.objects.filter(room=room, author_id=author_id, client_key=client_key)
-    if client_key is not None and (message := existing.first()) is not None:
+    if client_key is not None and (message := stored_under(room, author_id, client_key)):
         return message
     try:
         with transaction.atomic():
@@ -224,9 +223,14 @@ def store_message(room: Room, author: Any, body: str, client_key: str | None = N
                 on_commit_publish(events.mention_event(user_id, room.title, room.slug, event))
     except IntegrityError:
         # The same composed message, stored meanwhile by another send of it.
-        if client_key is None or (message := existing.first()) is None:
+        if client_key is None or (message := stored_under(room, author_id, client_key)) is None:
             raise
     return message
+
+
+def stored_under(room: Room, author_id: int | None, client_key: str) -> Message | None:
+    """The message of this author already stored under this idempotency key, if any."""
+    return Message.objects.filter(room=room, author_id=author_id, client_key=client_key).first()
 
 
 def post_message(room: Room, user: Any, body: str, client_key: Any = None) -> Message:

@@ -6,4 +6,5 @@ class RoomsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from rooms import checks  # noqa: F401 (registers the live-fragment check)
+        # Registers the live-fragment check; connects the revocation signals.
+        from rooms import checks, revocation  # noqa: F401

@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "rooms.middleware.AvailabilityMiddleware",
 ]
 
 ROOT_URLCONF = "site_config.urls"
@@ -240,3 +241,8 @@ LOGGING = {
         "rooms": {"handlers": ["console"], "level": os.environ.get("ROOMCAST_LOG_LEVEL", "INFO")},
     },
 }
+
+# --- access: password reset ---
+# Password reset is offered (and its pages answer) only when mail can be sent.
+ROOMCAST_EMAIL_ENABLED = bool(os.environ.get("EMAIL_HOST"))
+# --- end access ---
