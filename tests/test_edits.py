@@ -3,8 +3,11 @@
 import pytest
 from bs4 import BeautifulSoup
 from channels.db import database_sync_to_async
+from django.test import Client
+from django.urls import reverse
 
 from rooms.models import Message, delete_message, edit_message, post_message
+from rooms.testing import Fragment, capture_broadcasts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,3 +179,130 @@ def test_a_later_page_load_shows_the_tombstone(client, room, bob, bobs_message):
     article = page.select_one(f"#message-{bobs_message.pk}")
     assert article.select_one(".tombstone").get_text() == "This message was deleted."
     assert "bob was here" not in article.get_text()
+
+
+# Without a socket: the HTTP endpoints answer the partials the socket sends
+
+
+def edit_url(message) -> str:
+    return reverse("message_edit", args=[message.room.slug, message.pk])
+
+
+def delete_url(message) -> str:
+    return reverse("message_delete", args=[message.room.slug, message.pk])
+
+
+def test_http_edit_get_answers_the_editor(client, bob, bobs_message):
+    client.force_login(bob)
+    fragment = Fragment(client.get(edit_url(bobs_message)).content.decode())
+    editor = fragment.target(f"message-{bobs_message.pk}")
+    assert editor.select("input[name=message]")[0]["value"] == "bob was here"
+
+
+def test_http_edit_post_stores_and_answers_the_message(client, bob, bobs_message):
+    client.force_login(bob)
+    response = client.post(edit_url(bobs_message), {"message": "fixed"})
+    swap = Fragment(response.content.decode()).target(f"message-{bobs_message.pk}")
+    assert (swap.swap, swap.select(".body")[0].get_text()) == ("true", "fixed")
+    assert swap.select(".edited")[0].get_text() == "(edited)"
+    assert Message.objects.get(pk=bobs_message.pk).body == "fixed"
+
+
+def test_http_edit_is_broadcast(client, room, bob, bobs_message):
+    client.force_login(bob)
+    with capture_broadcasts(room) as captured:
+        client.post(edit_url(bobs_message), {"message": "fixed"})
+    assert captured.one("room.message_changed").event["message"]["body"] == "fixed"
+
+
+def test_http_edit_of_someone_elses_message_is_refused(client, alice, bobs_message):
+    client.force_login(alice)
+    response = client.post(edit_url(bobs_message), {"message": "forged"})
+    assert response.status_code == 400
+    error = Fragment(response.content.decode()).target("message-error")
+    assert error.text() == "You can only edit your own messages."
+    assert Message.objects.get(pk=bobs_message.pk).body == "bob was here"
+
+
+def test_http_edit_refusal_is_swapped_by_htmx(client, alice, bobs_message):
+    client.force_login(alice)
+    response = client.post(edit_url(bobs_message), {"message": "forged"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert Fragment(response.content.decode()).has_target("message-error")
+
+
+def test_http_edit_of_a_blank_message_is_refused(client, bob, bobs_message):
+    client.force_login(bob)
+    response = client.post(edit_url(bobs_message), {"message": "  "})
+    error = Fragment(response.content.decode()).target("message-error")
+    assert error.text() == "Write a message before sending."
+
+
+def test_http_edit_of_a_message_deleted_meanwhile_says_so(client, room, bob, bobs_message):
+    delete_message(bobs_message)
+    client.force_login(bob)
+    response = client.post(edit_url(bobs_message), {"message": "too late"})
+    error = Fragment(response.content.decode()).target("message-error")
+    assert error.text() == "That message was deleted."
+
+
+def test_http_editor_of_a_message_deleted_meanwhile_says_so(client, room, bob, bobs_message):
+    delete_message(bobs_message)
+    client.force_login(bob)
+    error = Fragment(client.get(edit_url(bobs_message)).content.decode()).target("message-error")
+    assert error.text() == "That message was deleted."
+
+
+def test_http_edit_needs_login(client, bobs_message):
+    response = client.post(edit_url(bobs_message), {"message": "anon"})
+    assert response.status_code == 302
+    assert Message.objects.get(pk=bobs_message.pk).body == "bob was here"
+
+
+def test_http_delete_answers_the_tombstone(client, bob, bobs_message):
+    client.force_login(bob)
+    response = client.post(delete_url(bobs_message))
+    swap = Fragment(response.content.decode()).target(f"message-{bobs_message.pk}")
+    assert swap.select(".tombstone")[0].get_text() == "This message was deleted."
+    assert Message.objects.get(pk=bobs_message.pk).deleted
+
+
+def test_http_delete_by_the_room_owner(client, alice, bobs_message):
+    client.force_login(alice)
+    client.post(delete_url(bobs_message))
+    assert Message.objects.get(pk=bobs_message.pk).deleted
+
+
+def test_http_delete_by_another_user_is_refused(client, make_user, bobs_message):
+    client.force_login(make_user("carol"))
+    response = client.post(delete_url(bobs_message))
+    error = Fragment(response.content.decode()).target("message-error")
+    assert error.text() == "Only its author or the room's owner can delete a message."
+    assert not Message.objects.get(pk=bobs_message.pk).deleted
+
+
+def test_http_delete_needs_post(client, bob, bobs_message):
+    client.force_login(bob)
+    assert client.get(delete_url(bobs_message)).status_code == 405
+
+
+def test_http_delete_needs_csrf(bob, bobs_message):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(bob)
+    assert client.post(delete_url(bobs_message)).status_code == 403
+    assert not Message.objects.get(pk=bobs_message.pk).deleted
+
+
+def test_http_delete_in_a_private_room_of_others_is_not_found(client, make_room, alice, bob):
+    secret = make_room("Secret", owner=alice, is_private=True)
+    message = post_message(secret, alice, "hush")
+    client.force_login(bob)
+    assert client.post(delete_url(message)).status_code == 404
+    assert not Message.objects.get(pk=message.pk).deleted
+
+
+def test_http_message_show_answers_the_message_as_it_stands(client, bob, bobs_message):
+    client.force_login(bob)
+    url = reverse("message_show", args=[bobs_message.room.slug, bobs_message.pk])
+    swap = Fragment(client.get(url).content.decode()).target(f"message-{bobs_message.pk}")
+    assert swap.select(".body")[0].get_text() == "bob was here"

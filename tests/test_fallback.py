@@ -1,10 +1,12 @@
 """Pages that work without a WebSocket: a plain form POST, and polling for what is new."""
 
 import pytest
+from asgiref.sync import async_to_sync
 from bs4 import BeautifulSoup
 from django.test import Client
 from django.urls import reverse
 
+from rooms import presence
 from rooms.models import Message, post_message
 from rooms.testing import Fragment
 
@@ -106,3 +108,49 @@ async def test_a_live_page_reconnecting_keeps_its_form(room_socket, room, alice)
     socket = await room_socket(room, user=alice, last_seq=None)
     await socket.send_form("sync", action="sync", last_seq="0", live="1")
     await socket.assert_nothing_received()
+
+
+# The composer's idempotency key
+
+
+def test_the_room_page_gets_a_fresh_client_key(client, room, alice):
+    client.force_login(alice)
+    keys = [client.get(room.get_absolute_url()).context["client_key"] for _ in range(2)]
+    assert [len(key) for key in keys] == [32, 32]
+    assert all(c in "0123456789abcdef" for c in keys[0])
+    assert keys[0] != keys[1]
+
+
+def test_plain_post_sent_twice_with_one_key_is_stored_once(client, room, alice):
+    client.force_login(alice)
+    url = reverse("room_post", args=[room.slug])
+    for _ in range(3):
+        response = client.post(url, {"message": "once", "client_key": "a" * 32})
+        assert response.status_code == 302
+    assert list(Message.objects.values_list("body", flat=True)) == ["once"]
+
+
+def test_plain_post_with_an_overlong_key_is_refused(client, room, alice):
+    client.force_login(alice)
+    url = reverse("room_post", args=[room.slug])
+    response = client.post(url, {"message": "hi", "client_key": "a" * 65})
+    assert response.status_code == 400
+    error = parse(response).select_one("#message-error").get_text()
+    assert error == "Could not send that message: reload the page."
+    assert not Message.objects.exists()
+
+
+# Presence without a socket
+
+
+def test_the_first_render_lists_who_is_present(client, room):
+    async_to_sync(presence.MemoryStore().touch)(
+        presence.presence_key(room.pk), {"c1": "bob", "c2": "alice", "c3": "bob"}, 60
+    )
+    page = parse(client.get(room.get_absolute_url()))
+    assert [li.get_text() for li in page.select("#presence li")] == ["alice", "bob"]
+
+
+def test_the_first_render_says_nobody_when_nobody_is_present(client, room):
+    page = parse(client.get(room.get_absolute_url()))
+    assert [li.get_text() for li in page.select("#presence li")] == ["Nobody signed in"]

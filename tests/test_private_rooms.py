@@ -1,8 +1,11 @@
 """Private rooms: seen and entered by members only; the owner adds and removes members."""
 
+from io import StringIO
+
 import pytest
 from bs4 import BeautifulSoup
 from channels.db import database_sync_to_async
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -140,3 +143,89 @@ async def test_a_revoked_member_cannot_post(room_socket, secret, bob):
     assert (await member.receive_fragment()).has_target("room")
     assert await member.receive_close() == consumers.CLOSE_FORBIDDEN
     assert not await database_sync_to_async(Message.objects.filter(body="sneaky").exists)()
+
+
+def test_the_owner_cannot_add_themself(client, secret, alice):
+    client.force_login(alice)
+    response = client.post(reverse("room_member_add", args=[secret.slug]), {"username": "alice"})
+    assert response.status_code == 400
+    errors = [p.get_text() for p in parse(response).select(".members .error")]
+    assert errors == ["You own this room: owners are always members."]
+    assert list(secret.members.all()) == []
+
+
+async def assert_removed(tab) -> None:
+    notice = (await tab.receive_fragment()).target("room")
+    assert notice.text() == (
+        "You were removed from Secret by its owner, so this page no longer updates."
+    )
+    assert await tab.receive_close() == consumers.CLOSE_FORBIDDEN
+
+
+async def test_removal_by_command_closes_their_sockets(room_socket, secret, bob):
+    await database_sync_to_async(secret.members.add)(bob)
+    tab = await room_socket(secret, user=bob)
+    remove = database_sync_to_async(call_command)
+    await remove("remove_member", secret.slug, "bob", stdout=StringIO())
+    await assert_removed(tab)
+
+
+def test_remove_member_command_says_what_it_did(secret, bob):
+    secret.members.add(bob)
+    out = StringIO()
+    call_command("remove_member", secret.slug, "bob", stdout=out)
+    assert out.getvalue() == "Removed bob from Secret.\n"
+    assert list(secret.members.all()) == []
+
+
+def test_remove_member_command_refuses_a_non_member(secret, bob):
+    with pytest.raises(CommandError, match="^bob is not a member of this room.$"):
+        call_command("remove_member", secret.slug, "bob")
+
+
+def test_remove_member_command_refuses_an_unknown_room(bob):
+    with pytest.raises(CommandError, match="^There is no room 'nowhere'.$"):
+        call_command("remove_member", "nowhere", "bob")
+
+
+def admin_change(client, room, **fields) -> int:
+    """Save the room's admin change form; the response's status code."""
+    data = {
+        "title": room.title,
+        "slug": room.slug,
+        "owner": room.owner_id or "",
+        "is_private": "on" if room.is_private else "",
+        **fields,
+    }
+    data = {k: v for k, v in data.items() if v != ""}
+    return client.post(reverse("admin:rooms_room_change", args=[room.pk]), data).status_code
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+async def test_removal_in_the_admin_closes_their_sockets(
+    async_client, room_socket, secret, bob, staff
+):
+    await database_sync_to_async(secret.members.add)(bob)
+    tab = await room_socket(secret, user=bob)
+    client = Client()
+    await database_sync_to_async(client.force_login)(staff)
+    status = await database_sync_to_async(admin_change)(client, secret, members=[])
+    assert status == 302
+    await assert_removed(tab)
+    assert await database_sync_to_async(lambda: list(secret.members.all()))() == []
+
+
+def test_adding_in_the_admin_adds_the_member(client, secret, bob, staff):
+    client.force_login(staff)
+    assert admin_change(client, secret, members=[bob.pk]) == 302
+    assert list(secret.members.all()) == [bob]
+
+
+def test_the_admin_refuses_the_owner_as_a_member(client, secret, alice, staff):
+    client.force_login(staff)
+    assert admin_change(client, secret, members=[alice.pk]) == 200
+    assert list(secret.members.all()) == []
