@@ -178,6 +178,8 @@ def _clean_client_key(client_key: Any) -> str | None:
         return None
     if not isinstance(client_key, str) or len(client_key) > CLIENT_KEY_MAX_LENGTH:
         raise ActionError(BAD_CLIENT_KEY)
+    if not client_key.isascii():  # a uuid4 hex; never text the database might refuse
+        raise ActionError(BAD_CLIENT_KEY)
     return client_key
 
 

@@ -9,6 +9,16 @@ from rooms.models import Room
 from rooms.usernames import lookalike_of
 
 LOOKALIKE = "That username looks too much like {existing!r}, which is taken: choose another."
+UNENCODABLE = "That message holds characters that are not valid text (a lone surrogate)."
+
+
+def encodable_text(value: str) -> None:
+    """Refuse text that UTF-8 cannot hold (lone surrogates, which JSON can carry): the
+    database would refuse it with an error nobody could read."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise forms.ValidationError(UNENCODABLE, code="unencodable") from None
 
 
 class MessageForm(forms.Form):
@@ -16,6 +26,7 @@ class MessageForm(forms.Form):
 
     message = forms.CharField(
         max_length=settings.ROOMCAST_MESSAGE_MAX_LENGTH,
+        validators=[encodable_text],
         error_messages={
             "required": "Write a message before sending.",
             "max_length": "Messages can be at most %(limit_value)d characters "
@@ -26,6 +37,7 @@ class MessageForm(forms.Form):
     client_key = forms.CharField(
         required=False,
         max_length=64,
+        validators=[encodable_text],
         error_messages={"max_length": "Could not send that message: reload the page."},
     )
 

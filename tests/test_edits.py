@@ -6,6 +6,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 from django.urls import reverse
 
+from rooms.forms import UNENCODABLE
 from rooms.models import Message, delete_message, edit_message, post_message
 from rooms.testing import Fragment, capture_broadcasts
 
@@ -306,3 +307,12 @@ def test_http_message_show_answers_the_message_as_it_stands(client, bob, bobs_me
     url = reverse("message_show", args=[bobs_message.room.slug, bobs_message.pk])
     swap = Fragment(client.get(url).content.decode()).target(f"message-{bobs_message.pk}")
     assert swap.select(".body")[0].get_text() == "bob was here"
+
+
+async def test_a_message_with_a_lone_surrogate_is_refused(room_socket, room, bob):
+    author = await room_socket(room, user=bob)
+    await author.send_text('{"action": "post", "message": "bad \\ud800 text"}')
+    error = (await author.receive_fragment()).target("message-error")
+    assert error.text() == UNENCODABLE
+    assert not await database_sync_to_async(Message.objects.exists)()
+    assert author.connected
