@@ -5,9 +5,10 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.urls import reverse
 
 from rooms import actions, events
-from rooms.models import Message, ReadMarker
+from rooms.models import Message, ReadMarker, Room
 from rooms.testing import capture_broadcasts
 
 pytestmark = pytest.mark.django_db
@@ -238,3 +239,49 @@ def test_mark_read_moves_forward_only(room, alice):
     actions.mark_read(alice, room, 5)
     actions.mark_read(alice, room, 3)
     assert ReadMarker.objects.get(user=alice, room=room).last_read_seq == 5
+
+
+# The admin writes through actions too
+
+
+@pytest.fixture
+def staff_client(client, make_user):
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    return client
+
+
+def test_admin_delete_of_a_message_leaves_a_tombstone_everyone_sees(staff_client, room, bob):
+    message = actions.post_message(room, bob, "spam")
+    url = reverse("admin:rooms_message_delete", args=[message.pk])
+    with capture_broadcasts(room) as captured:
+        response = staff_client.post(url, {"post": "yes"})
+    assert response.status_code == 302
+    assert Message.objects.get(pk=message.pk).deleted
+    assert captured.one(events.MESSAGE_CHANGED).event["message"]["deleted"] is True
+
+
+def test_admin_edit_of_a_message_is_published(staff_client, room, bob):
+    message = actions.post_message(room, bob, "typo")
+    url = reverse("admin:rooms_message_change", args=[message.pk])
+    with capture_broadcasts(room) as captured:
+        response = staff_client.post(url, {"body": "fixed"})
+    assert response.status_code == 302
+    assert captured.one(events.MESSAGE_CHANGED).event["message"]["body"] == "fixed"
+    assert Message.objects.get(pk=message.pk).edited
+
+
+def test_admin_refuses_a_reserved_slug(staff_client, alice):
+    url = reverse("admin:rooms_room_add")
+    response = staff_client.post(url, {"title": "New", "slug": "new", "owner": alice.pk})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["slug"] == [
+        "The address /rooms/new/ is reserved."
+    ]
+    assert not Room.objects.exists()
+
+
+def test_admin_adds_a_room(staff_client, alice):
+    url = reverse("admin:rooms_room_add")
+    response = staff_client.post(url, {"title": "Ops", "slug": "ops", "owner": alice.pk})
+    assert response.status_code == 302
+    assert Room.objects.get().slug == "ops"
