@@ -20,7 +20,6 @@ from rooms import actions, dashboard, fragments, presence
 from rooms.consumers import SLOW_DOWN
 from rooms.forms import MemberForm, MessageForm, RoomForm, SignupForm, SyncForm
 from rooms.models import Room, latest_seq, missed_changes, unread_counts, visible_rooms
-from rooms.presence import hit_from_sync_code
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +114,22 @@ def render_room(
 
 
 def over_rate_limit(request: HttpRequest) -> bool:
-    """Count one write against the user's limit (shared with their sockets)."""
-    window = settings.ROOMCAST_POST_RATE_WINDOW
-    count = hit_from_sync_code(f"posts:{request.user.pk}", window)
+    """Count one write against the user's limit (shared with their sockets through the
+    store). While the store is away the limit still holds, counted in this process."""
+    key, window = f"posts:{request.user.pk}", settings.ROOMCAST_POST_RATE_WINDOW
+
+    async def hit() -> int:
+        store = presence.get_store()
+        try:
+            return await store.hit(key, window)
+        finally:
+            await store.close()
+
+    try:
+        count = async_to_sync(hit)()
+    except (RedisError, OSError):
+        logger.warning("rate limit store unavailable: counting in this process", exc_info=True)
+        count = async_to_sync(presence.MemoryStore().hit)(key, window)
     return count > settings.ROOMCAST_POST_RATE_LIMIT
 
 

@@ -9,6 +9,8 @@ from django.db import connections
 from django.db.backends.postgresql.base import DatabaseWrapper
 from django.urls import reverse
 
+from rooms.models import Message
+
 pytestmark = pytest.mark.django_db
 
 DOWN_TEXT = "Roomcast cannot reach its database right now; try again in a moment."
@@ -141,3 +143,16 @@ def test_login_page_offers_reset_with_mail(client, settings):
 def test_password_reset_answers_with_mail(client, settings):
     settings.ROOMCAST_EMAIL_ENABLED = True
     assert client.get(reverse("password_reset")).status_code == 200
+
+
+# Limits while the shared store (Redis) is away
+
+
+def test_plain_posts_stay_rate_limited_while_redis_is_down(client, room, alice, settings):
+    settings.ROOMCAST_PRESENCE_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.ROOMCAST_POST_RATE_LIMIT = 2
+    client.force_login(alice)
+    url = reverse("room_post", args=[room.slug])
+    statuses = [client.post(url, {"message": f"m{n}"}).status_code for n in range(3)]
+    assert statuses == [302, 302, 429]
+    assert Message.objects.count() == 2
