@@ -29,7 +29,7 @@ def room_list(request: HttpRequest) -> HttpResponse:
     rooms = list(visible_rooms(request.user))
     unread = unread_counts(request.user, rooms)
     for room in rooms:
-        room.unread = unread.get(room.pk, 0)
+        room.unread = unread.get(room.pk, 0)  # type: ignore[attr-defined]
     return render(request, "rooms/room_list.html", {"rooms": rooms})
 
 
@@ -143,7 +143,8 @@ def room_post(request: HttpRequest, slug: str) -> HttpResponse:
     form = MessageForm(request.POST)
     if not form.is_valid():
         field = "message" if "message" in form.errors else "client_key"
-        return render_room(request, room, MemberForm(), status=400, error=form.errors[field][0])
+        error = str(form.errors[field][0])
+        return render_room(request, room, MemberForm(), status=400, error=error)
     if over_rate_limit(request):
         return render_room(request, room, MemberForm(), status=429, error=SLOW_DOWN)
     try:
@@ -161,7 +162,8 @@ def room_post(request: HttpRequest, slug: str) -> HttpResponse:
 def fragment_response(request: HttpRequest, html: str, status: int = 200) -> HttpResponse:
     """A fragment for htmx; a refusal is swapped too (htmx swaps 2xx answers only), so it
     is 200 for htmx requests and `status` for anything else."""
-    return HttpResponse(html, status=200 if request.htmx else status)
+    from_htmx = request.headers.get("HX-Request") == "true"
+    return HttpResponse(html, status=200 if from_htmx else status)
 
 
 def refusal(request: HttpRequest, text: str, status: int = 400) -> HttpResponse:
@@ -191,7 +193,7 @@ def message_edit(request: HttpRequest, slug: str, message_id: int) -> HttpRespon
             return HttpResponse(fragments.message_editor(message.as_event()))
         form = MessageForm(request.POST)
         if not form.is_valid():
-            return refusal(request, form.errors["message"][0])
+            return refusal(request, str(form.errors["message"][0]))
         if over_rate_limit(request):
             return refusal(request, SLOW_DOWN, status=429)
         message = actions.edit_message(room, request.user, message_id, form.cleaned_data["message"])
