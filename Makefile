@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # A socket that stops answering pings for 20 s is closed, and its buffered frames freed.
 DAPHNE_ARGS ?= --ping-interval 10 --ping-timeout 20
 
