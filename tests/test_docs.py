@@ -323,3 +323,36 @@ def test_readme_multi_process_example_runs(database_url, redis_url):
     answers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [answer["checks"]["database"] for answer in answers] == ["ok", "ok"]
     assert [answer["checks"]["redis"] for answer in answers] == ["ok", "ok"]
+
+
+def requirement_lines(name: str) -> list[str]:
+    lines = (ROOT / name).read_text().splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("name", ["requirements.txt", "requirements-dev.txt"])
+def test_requirements_are_pinned_exactly(name):
+    loose = [
+        line
+        for line in requirement_lines(name)
+        if not line.startswith("-r ") and not re.fullmatch(r"[A-Za-z0-9_.\[\],-]+==[\w.]+", line)
+    ]
+    assert loose == []
+
+
+def test_runtime_requirements_leave_out_test_and_lint_tools():
+    names = {re.split(r"[\[=]", line)[0].lower() for line in requirement_lines("requirements.txt")}
+    assert not names & {"pytest", "pytest-django", "hypothesis", "playwright", "ruff", "mypy"}
+
+
+def test_make_run_installs_only_the_runtime_requirements():
+    # -B: as on a fresh machine, where nothing is installed yet.
+    recipe = run(["make", "-n", "-B", "run"], default_env()).stdout
+    assert "-r requirements.txt" in recipe
+    assert "requirements-dev.txt" not in recipe
+
+
+@pytest.mark.parametrize("target", ["test", "lint"])
+def test_make_test_and_lint_add_the_dev_requirements(target):
+    recipe = run(["make", "-n", "-B", target], default_env()).stdout
+    assert "-r requirements-dev.txt" in recipe
