@@ -274,31 +274,15 @@ ROOMCAST_WORKER_CHECK = ""
 
 # Logs go to stderr: one JSON object per line with ROOMCAST_LOG_JSON=1 (for a log shipper;
 # `extra=` values such as a socket's room, user, duration and close code become fields),
-# plain text otherwise.
-LOG_JSON = env_bool("ROOMCAST_LOG_JSON", False)
-LOG_LEVEL = os.environ.get("ROOMCAST_LOG_LEVEL", "INFO")
+# plain text otherwise. rooms/logging.py applies LOGGING below in that format.
+ROOMCAST_LOG_JSON = env_bool("ROOMCAST_LOG_JSON", False)
+LOGGING_CONFIG = "rooms.logging.configure"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "{asctime} {levelname} {name}: {message}", "style": "{"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": ["levelname", "name", "message"],
-            "rename_fields": {"levelname": "level", "name": "logger"},
-            "timestamp": True,
-        },
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "json" if LOG_JSON else "plain",
-        }
-    },
-    "root": {"handlers": ["console"], "level": "WARNING"},
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "rooms": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        # Django's own (request errors among them), in the same format.
-        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "rooms": {"handlers": ["console"], "level": os.environ.get("ROOMCAST_LOG_LEVEL", "INFO")},
     },
 }

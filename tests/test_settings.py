@@ -1,6 +1,7 @@
 """Settings come from the environment and fail loudly when production values are missing."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -160,3 +161,28 @@ def test_logs_are_plain_text_by_default():
     output = log_socket_close()
     assert output.rstrip().endswith("INFO rooms.sockets: socket closed")
     assert not output.startswith("{")
+
+
+def test_logs_write_each_line_once():
+    assert log_socket_close(ROOMCAST_LOG_JSON="1").count("socket closed") == 1
+    assert log_socket_close().count("socket closed") == 1
+
+
+def test_logs_of_django_itself_are_json_lines_too():
+    script = "import django, logging; django.setup(); logging.getLogger('django.request').error('')"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ROOMCAST_"))},
+        "DJANGO_SETTINGS_MODULE": "site_config.settings",
+        "DJANGO_SECRET_KEY": "k",
+        "ROOMCAST_LOG_JSON": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert json.loads(result.stderr)["logger"] == "django.request"
+
+
+def test_logs_of_rooms_reach_the_root_logger(caplog):
+    """Tests (caplog) and any root handler see Roomcast's records."""
+    logging.getLogger("rooms.sockets").warning("socket closed")
+    assert [record.name for record in caplog.records] == ["rooms.sockets"]
