@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from rooms import catalog, health, metrics, stats, views
+from rooms import catalog, stats, views
+from rooms.health import healthz, readyz
+from rooms.metrics import metrics_view
 
 urlpatterns = [
     path("", views.room_list, name="room_list"),
@@ -21,7 +23,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dev/stats/", stats.process_stats, name="process_stats"),
     path("dev/fragments/", catalog.fragment_catalog, name="fragment_catalog"),
-    path("healthz", health.healthz, name="healthz"),
-    path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    # ops: probes and metrics
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
