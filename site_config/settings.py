@@ -4,6 +4,7 @@ The embedded default needs nothing running (SQLite, in-memory channel layer).
 `DATABASE_URL` switches to PostgreSQL and `REDIS_URL` to the Redis channel layer.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -105,13 +106,34 @@ TEMPLATES = [
     }
 ]
 
+# Connections: with PostgreSQL each process keeps a bounded pool of open connections
+# (psycopg 3's pool, DJANGO_DB_POOL=1, the default) instead of opening one per request.
+# Django's own persistent connections (DJANGO_CONN_MAX_AGE) keep one connection per thread,
+# which under ASGI (sync_to_async threads) is not bounded; they are there for comparison
+# and for deployments that put PgBouncer in front. Broken connections are replaced: the
+# pool checks each connection before lending it (Django passes CONN_HEALTH_CHECKS on as the
+# pool's check), and persistent connections are checked before reuse.
 DATABASES = {
     "default": dj_database_url.config(
         env="DATABASE_URL",
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=0,
+        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", 0)),
+        conn_health_checks=True,
     )
 }
+DB_POOL = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DJANGO_DB_POOL", True
+)
+if DB_POOL:
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured("DJANGO_CONN_MAX_AGE must be 0 with DJANGO_DB_POOL=1.")
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": int(os.environ.get("DJANGO_DB_POOL_MIN", 1)),
+        # Bounded: a request that finds every connection lent waits up to `timeout` seconds,
+        # then fails with PoolTimeout (a 500), instead of opening connection after connection.
+        "max_size": int(os.environ.get("DJANGO_DB_POOL_MAX", 10)),
+        "timeout": float(os.environ.get("DJANGO_DB_POOL_TIMEOUT", 10)),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves many sockets from one process: write-ahead logging lets
     # readers go on during a write, IMMEDIATE transactions queue writers instead of failing
@@ -223,15 +245,39 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Trust X-Forwarded-Proto only when told that every request comes through a proxy that sets
+# it (and overwrites whatever the client sent): otherwise any client could claim HTTPS.
+if env_bool("DJANGO_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Load balancers probe over plain HTTP: health checks answer there instead of redirecting.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", 31_536_000))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_HTTPONLY = True
+
+# /metrics answers staff users and these client addresses (IPs or CIDR networks, e.g.
+# "10.0.0.0/8,127.0.0.1"); nobody else. Empty by default. The address is the socket peer
+# (REMOTE_ADDR): behind a proxy, list the proxy's address only if it restricts /metrics itself.
+ROOMCAST_METRICS_ALLOW = env_list("ROOMCAST_METRICS_ALLOW", [])
+for _network in ROOMCAST_METRICS_ALLOW:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"ROOMCAST_METRICS_ALLOW: {_error}") from None
+# /readyz: the dotted path of a function returning how many job workers are alive; while it
+# is "" the workers' state is reported as "unknown".
+ROOMCAST_WORKER_CHECK = ""
+
+# Logs go to stderr: one JSON object per line with ROOMCAST_LOG_JSON=1 (for a log shipper;
+# `extra=` values such as a socket's room, user, duration and close code become fields),
+# plain text otherwise. rooms/logging.py applies LOGGING below in that format.
+ROOMCAST_LOG_JSON = env_bool("ROOMCAST_LOG_JSON", False)
+LOGGING_CONFIG = "rooms.logging.configure"
 
 LOGGING = {
     "version": 1,

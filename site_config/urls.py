@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 from rooms import catalog, stats, views
+from rooms.health import healthz, readyz
+from rooms.metrics import metrics_view
 
 urlpatterns = [
     path("", views.room_list, name="room_list"),
@@ -31,4 +33,8 @@ urlpatterns = [
         views.message_delete,
         name="message_delete",
     ),
+    # ops: probes and metrics
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
