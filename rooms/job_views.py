@@ -1,0 +1,78 @@
+"""Pages and forms of background work: a room's export control and download, the inbox."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods
+
+from rooms import exports, notifications
+from rooms.models import Room
+
+CONTROL = exports.CONTROL
+
+
+def readable_room(request: HttpRequest, slug: str) -> Room:
+    """The room, or a 404 for one that does not exist or that this user may not read."""
+    room = get_object_or_404(Room, slug=slug)
+    if not room.can_read(request.user):
+        raise Http404("No such room.")
+    return room
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def export_control(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: the user's export control for the room. POST: ask for an export.
+
+    Asking again while one runs shows the running one; it does not start a second.
+    """
+    room = readable_room(request, slug)
+    context: dict = {"room": room}
+    if request.method == "POST":
+        fmt = request.POST.get("format", "")
+        if fmt not in dict(exports.Export.FORMATS):
+            context["error"] = "Choose Markdown or JSON."
+            context["export"] = exports.latest(room, request.user)
+            return render(request, CONTROL, context, status=400 if not request.htmx else 200)
+        export, _ = exports.request_export(room, request.user, fmt)
+        if not request.htmx:
+            return redirect(room)
+        context["export"] = export
+    else:
+        context["export"] = exports.latest(room, request.user)
+    return render(request, CONTROL, context)
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest, export_id: str) -> HttpResponse:
+    """The finished file, for the user who asked for it only (everyone else: 404)."""
+    export = exports.Export.objects.filter(pk=export_id, user=request.user).first()
+    if export is None or export.state not in (exports.Export.DONE, exports.Export.EXPIRED):
+        raise Http404("No such export.")
+    if not export.is_downloadable(timezone.now()) or not export.path.exists():
+        return HttpResponse("This export has expired. Ask for a new one.", status=410)
+    content_type = "text/markdown" if export.format == "md" else "application/json"
+    response = FileResponse(
+        open(export.path, "rb"),  # noqa: SIM115 (FileResponse closes it)
+        as_attachment=True,
+        filename=export.filename,
+        content_type=f"{content_type}; charset=utf-8",
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    """The user's notifications, newest first; the ones shown are marked read."""
+    shown = list(
+        notifications.Notification.objects.filter(user=request.user)[: notifications.INBOX_LENGTH]
+    )
+    response = render(request, "rooms/notifications.html", {"notifications": shown})
+    notifications.mark_read(request.user.pk, [n.pk for n in shown if n.read_at is None])
+    return response
