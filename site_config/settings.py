@@ -269,7 +269,7 @@ ROOMCAST_RELAY_TTL = float(os.environ.get("ROOMCAST_RELAY_TTL", 60))
 # and how often its progress bar moves at least (seconds).
 ROOMCAST_EXPORT_DIR = Path(os.environ.get("ROOMCAST_EXPORT_DIR") or BASE_DIR / "exports")
 ROOMCAST_EXPORT_TTL = float(os.environ.get("ROOMCAST_EXPORT_TTL", 24 * 3600))
-ROOMCAST_EXPORT_PROGRESS_INTERVAL = 0.5
+ROOMCAST_EXPORT_PROGRESS_INTERVAL = float(os.environ.get("ROOMCAST_EXPORT_PROGRESS_INTERVAL", 0.5))
 # Missed-mention emails: the first mention of a user with no page open schedules a digest
 # DELAY seconds later; every mention until then joins it.
 ROOMCAST_DIGEST_DELAY = float(os.environ.get("ROOMCAST_DIGEST_DELAY", 600))
