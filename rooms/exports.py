@@ -204,6 +204,8 @@ def run(export_id: str, clock: Callable[[], float] = time.monotonic) -> str:
     push_control(export)
     path = export.path
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{path.name}.*.part"):
+        stale.unlink(missing_ok=True)  # left by a run whose worker died
     part = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
     interval = settings.ROOMCAST_EXPORT_PROGRESS_INTERVAL
     next_report = clock() + interval

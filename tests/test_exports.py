@@ -200,3 +200,13 @@ def test_delete_expired_removes_the_file(chat, alice, committed):
     later = timezone.now() + datetime.timedelta(seconds=exports.settings.ROOMCAST_EXPORT_TTL + 1)
     assert exports.delete_expired(now=later) == 1
     assert (export.path.exists(), Export.objects.get().state) == (False, "expired")
+
+
+@pytest.mark.django_db
+def test_run_removes_the_partial_file_of_a_run_whose_worker_died(chat, alice, committed):
+    export = committed(ask, chat, alice)
+    stale = export.path.with_name(f"{export.path.name}.0badf00d.part")
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("half")
+    committed(exports.run, str(export.pk))
+    assert sorted(p.name for p in export.path.parent.iterdir()) == [export.path.name]
