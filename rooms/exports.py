@@ -150,9 +150,21 @@ def push_control(export: Export) -> None:
 
 
 def messages_of(room) -> Iterator:
-    """The room's messages in order, read CHUNK rows at a time."""
-    rows = room.messages.select_related("author").order_by("seq")
-    return rows.iterator(chunk_size=CHUNK)
+    """The room's messages in order, read CHUNK rows at a time.
+
+    Each chunk is its own query (by sequence number), not one long-lived cursor: on SQLite
+    a connection holding a read cursor open cannot write (the progress updates) once
+    another connection (the lease heartbeat) has written.
+    """
+    after = 0
+    while True:
+        rows = list(
+            room.messages.filter(seq__gt=after).select_related("author").order_by("seq")[:CHUNK]
+        )
+        yield from rows
+        if len(rows) < CHUNK:
+            return
+        after = rows[-1].seq
 
 
 def write_markdown(room, out: IO[str], rows: Iterator) -> Iterator[int]:

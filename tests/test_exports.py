@@ -210,3 +210,15 @@ def test_run_removes_the_partial_file_of_a_run_whose_worker_died(chat, alice, co
     stale.write_text("half")
     committed(exports.run, str(export.pk))
     assert sorted(p.name for p in export.path.parent.iterdir()) == [export.path.name]
+
+
+@pytest.mark.django_db
+def test_run_reads_the_room_in_chunks_and_writes_every_message(
+    make_room, alice, committed, monkeypatch
+):
+    monkeypatch.setattr(exports, "CHUNK", 2)
+    room = make_room("Five", messages=[(alice, f"m{n}") for n in range(5)])
+    export = committed(ask, room, alice, "json")
+    committed(exports.run, str(export.pk))
+    data = json.loads(export.path.read_text())
+    assert [m["body"] for m in data["messages"]] == ["m0", "m1", "m2", "m3", "m4"]

@@ -9,12 +9,14 @@ import contextlib
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -63,9 +65,8 @@ class WorkerProcess:
         self.log.close()
 
 
-@pytest.fixture
-def jobs_site(site, tmp_path):
-    """The site with short leases and retry delays, exports and emails in files."""
+def configure(site: Site, tmp_path: Path) -> Site:
+    """Short leases and retry delays, exports and emails in files, and `start_worker`."""
     site.env.update(
         ROOMCAST_JOB_LEASE="2",
         ROOMCAST_JOB_RETRY_DELAY="0.2",
@@ -75,17 +76,43 @@ def jobs_site(site, tmp_path):
         ROOMCAST_DIGEST_DELAY="2",
         ROOMCAST_RELAY_INTERVAL="0.1",
     )
-    workers: list[WorkerProcess] = []
+    site.workers = []
 
     def start_worker(name: str) -> WorkerProcess:
         worker = WorkerProcess(site, name)
-        workers.append(worker)
+        site.workers.append(worker)
         return worker
 
     site.start_worker = start_worker
-    yield site
-    for worker in workers:
+    return site
+
+
+def stop_workers(site: Site) -> None:
+    for worker in site.workers:
         worker.kill()
+
+
+@pytest.fixture
+def jobs_site(site, tmp_path):
+    """The site on PostgreSQL and Redis, ready for workers."""
+    yield configure(site, tmp_path)
+    stop_workers(site)
+
+
+@pytest.fixture
+def sqlite_site(tmp_path):
+    """The embedded default: SQLite and the in-memory layer (no service needed)."""
+    site = configure(Site(f"sqlite:///{tmp_path / 'db.sqlite3'}", ""), tmp_path)
+    site.env.pop("REDIS_URL")
+    yield site
+    stop_workers(site)
+    site.stop()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_site(request):
+    """PostgreSQL with Redis, then the embedded default."""
+    return request.getfixturevalue("jobs_site" if request.param == "postgres" else "sqlite_site")
 
 
 @pytest.fixture(params=["relay", "redis"])
@@ -98,8 +125,22 @@ def layer(request, jobs_site):
 
 
 def query(site: Site, sql: str, *args) -> list[tuple]:
-    with psycopg.connect(site.env["DATABASE_URL"]) as conn:
+    url = site.env["DATABASE_URL"]
+    if url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            rows = conn.execute(sql.replace("%s", "?").replace("::text", ""), args).fetchall()
+            return [tuple(json_or(v) for v in row) for row in rows]
+    with psycopg.connect(url) as conn:
         return conn.execute(sql, args).fetchall()
+
+
+def json_or(value):
+    """SQLite returns JSON columns as text and UUIDs as hex: read them as PostgreSQL does."""
+    if isinstance(value, str) and value.startswith("["):
+        return json.loads(value)
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32}", value):
+        return str(uuid.UUID(value))
+    return value
 
 
 def opener(server: Server, session: str):
@@ -228,8 +269,8 @@ def drain(frames: asyncio.Queue) -> list[Fragment]:
     return out
 
 
-async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_once(jobs_site):
-    site = jobs_site
+async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_once(any_site):
+    site = any_site
     seed = site.seed()
     room_id = int(
         site.manage("shell", "-c", MESSAGES.format(slug=seed["room"], count=100_000)).split()[-1]
