@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -24,6 +25,11 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from rooms import presence
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from rooms.notifications import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +79,7 @@ def is_online(user_id: int) -> bool:
         return False
 
 
-def schedule(notification, now: datetime.datetime | None = None) -> DigestEntry:
+def schedule(notification: Notification, now: datetime.datetime | None = None) -> DigestEntry:
     """Put a missed mention in its user's next digest, scheduling a send for a new batch."""
     from rooms import tasks
 
@@ -138,7 +144,7 @@ def send_due(user_id: int, now: datetime.datetime | None = None) -> int:
     return len(due)
 
 
-def wants_digest(user) -> bool:
+def wants_digest(user: AbstractBaseUser) -> bool:
     from rooms.models import Profile
 
     return Profile.for_user(user).email_digest
@@ -154,7 +160,7 @@ def enqueue_strays(now: datetime.datetime | None = None) -> int:
 
     now = now or timezone.now()
     late = now - datetime.timedelta(seconds=30)
-    users = (
+    due = (
         DigestEntry.objects.filter(state=DigestEntry.PENDING, scheduled_at__lt=late)
         .values_list("user_id", flat=True)
         .distinct()[:100]
@@ -167,7 +173,7 @@ def enqueue_strays(now: datetime.datetime | None = None) -> int:
             task_path=tasks.send_digest.module_path, status=TaskResultStatus.READY
         ).values_list("args_kwargs__args__0", flat=True)
     )
-    users = [user_id for user_id in users if user_id not in queued]
+    users = [user_id for user_id in due if user_id not in queued]
     for user_id in users:
         tasks.send_digest.enqueue(user_id)
     return len(users)

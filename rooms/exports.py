@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
@@ -28,6 +28,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from rooms import live
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from rooms.models import Message, Room
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +102,12 @@ class Export(models.Model):
         return self.state == self.DONE and self.expires_at is not None and self.expires_at > now
 
 
-def latest(room, user) -> Export | None:
+def latest(room: Room, user: User) -> Export | None:
     """The user's most recent export of the room, if any."""
     return Export.objects.filter(room=room, user=user).select_related("room").first()
 
 
-def request_export(room, user, fmt: str) -> tuple[Export, bool]:
+def request_export(room: Room, user: User, fmt: str) -> tuple[Export, bool]:
     """Ask for an export; returns (export, started). One that is running is returned as is.
 
     The caller has checked that the user may read the room; the job checks again.
@@ -149,7 +154,7 @@ def push_control(export: Export) -> None:
 # Writing ------------------------------------------------------------------------------
 
 
-def messages_of(room) -> Iterator:
+def messages_of(room: Room) -> Iterator[Message]:
     """The room's messages in order, read CHUNK rows at a time.
 
     Each chunk is its own query (by sequence number), not one long-lived cursor: on SQLite
@@ -167,7 +172,7 @@ def messages_of(room) -> Iterator:
         after = rows[-1].seq
 
 
-def write_markdown(room, out: IO[str], rows: Iterator) -> Iterator[int]:
+def write_markdown(room: Room, out: IO[str], rows: Iterator[Message]) -> Iterator[int]:
     out.write(f"# {room.title}\n\n")
     for n, message in enumerate(rows, 1):
         stamp = message.created.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -177,7 +182,7 @@ def write_markdown(room, out: IO[str], rows: Iterator) -> Iterator[int]:
         yield n
 
 
-def write_json(room, out: IO[str], rows: Iterator) -> Iterator[int]:
+def write_json(room: Room, out: IO[str], rows: Iterator[Message]) -> Iterator[int]:
     head = {"room": {"title": room.title, "slug": room.slug}}
     out.write(json.dumps(head)[:-1] + ', "messages": [\n')
     for n, message in enumerate(rows, 1):

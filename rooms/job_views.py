@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
@@ -14,10 +18,15 @@ from rooms.models import Room
 CONTROL = exports.CONTROL
 
 
+def signed_in(request: HttpRequest) -> User:
+    """The user of a view behind login_required."""
+    return cast(User, request.user)
+
+
 def readable_room(request: HttpRequest, slug: str) -> Room:
     """The room, or a 404 for one that does not exist or that this user may not read."""
     room = get_object_or_404(Room, slug=slug)
-    if not room.can_read(request.user):
+    if not room.can_read(signed_in(request)):
         raise Http404("No such room.")
     return room
 
@@ -30,27 +39,29 @@ def export_control(request: HttpRequest, slug: str) -> HttpResponse:
     Asking again while one runs shows the running one; it does not start a second.
     """
     room = readable_room(request, slug)
-    context: dict = {"room": room}
+    context: dict[str, Any] = {"room": room}
     if request.method == "POST":
         fmt = request.POST.get("format", "")
         if fmt not in dict(exports.Export.FORMATS):
             context["error"] = "Choose Markdown or JSON."
-            context["export"] = exports.latest(room, request.user)
-            return render(request, CONTROL, context, status=400 if not request.htmx else 200)
-        export, _ = exports.request_export(room, request.user, fmt)
-        if not request.htmx:
+            context["export"] = exports.latest(room, signed_in(request))
+            # htmx swaps only successful answers: the error is shown with a 200.
+            status = 200 if request.headers.get("HX-Request") else 400
+            return render(request, CONTROL, context, status=status)
+        export, _ = exports.request_export(room, signed_in(request), fmt)
+        if not request.headers.get("HX-Request"):
             return redirect(room)
         context["export"] = export
     else:
-        context["export"] = exports.latest(room, request.user)
+        context["export"] = exports.latest(room, signed_in(request))
     return render(request, CONTROL, context)
 
 
 @login_required
 @require_GET
-def export_download(request: HttpRequest, export_id: str) -> HttpResponse:
+def export_download(request: HttpRequest, export_id: str) -> HttpResponseBase:
     """The finished file, for the user who asked for it only (everyone else: 404)."""
-    export = exports.Export.objects.filter(pk=export_id, user=request.user).first()
+    export = exports.Export.objects.filter(pk=export_id, user=signed_in(request)).first()
     if export is None or export.state not in (exports.Export.DONE, exports.Export.EXPIRED):
         raise Http404("No such export.")
     if not export.is_downloadable(timezone.now()) or not export.path.exists():
@@ -71,8 +82,11 @@ def export_download(request: HttpRequest, export_id: str) -> HttpResponse:
 def inbox(request: HttpRequest) -> HttpResponse:
     """The user's notifications, newest first; the ones shown are marked read."""
     shown = list(
-        notifications.Notification.objects.filter(user=request.user)[: notifications.INBOX_LENGTH]
+        notifications.Notification.objects.filter(user=signed_in(request))[
+            : notifications.INBOX_LENGTH
+        ]
     )
     response = render(request, "rooms/notifications.html", {"notifications": shown})
-    notifications.mark_read(request.user.pk, [n.pk for n in shown if n.read_at is None])
+    user_id = signed_in(request).pk
+    notifications.mark_read(user_id, [n.pk for n in shown if n.read_at is None])
     return response

@@ -24,6 +24,7 @@ publishes them to its own sockets within `ROOMCAST_RELAY_INTERVAL`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
@@ -44,6 +45,9 @@ class User:
     id: int
 
 
+# What can be pushed to: a Room, a user (an instance, or live.User by id), or SITE.
+Target = Room | AbstractBaseUser | User | str
+
 # Set in worker processes on the in-memory layer: pushes go through the database.
 _relay = False
 
@@ -54,7 +58,7 @@ def use_relay(on: bool) -> None:
     _relay = on
 
 
-def group_of(target) -> str:
+def group_of(target: Target) -> str:
     """The group a target names: a Room, a user (or live.User), or SITE."""
     if isinstance(target, User):
         return events.user_group(target.id)
@@ -67,18 +71,20 @@ def group_of(target) -> str:
     raise TypeError(f"push to a Room, a user or live.SITE, not {target!r}")
 
 
-def fragment_event(target, template_name: str, context: dict | None = None) -> dict:
+def fragment_event(
+    target: Target, template_name: str, context: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The event that carries a rendered fragment to the target's sockets."""
     return events.fragment_event(group_of(target), render_to_string(template_name, context))
 
 
-def push(target, template_name: str, context: dict | None = None) -> None:
+def push(target: Target, template_name: str, context: dict[str, Any] | None = None) -> None:
     """Render a fragment and push it to the target's pages, once the transaction commits."""
     event = fragment_event(target, template_name, context)
     transaction.on_commit(lambda: send(event), robust=True)
 
 
-async def apush(target, template_name: str, context: dict | None = None) -> None:
+async def apush(target: Target, template_name: str, context: dict[str, Any] | None = None) -> None:
     """Render a fragment and push it to the target's pages, from async code."""
     event = fragment_event(target, template_name, context)
     if _relay:
@@ -87,7 +93,7 @@ async def apush(target, template_name: str, context: dict | None = None) -> None
         await events.apublish(event["group"], event)
 
 
-def send(event: dict) -> None:
+def send(event: dict[str, Any]) -> None:
     """Send an event made here to its group: through the layer, or the relay in workers."""
     if _relay:
         relay.store(event)

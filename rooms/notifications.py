@@ -9,6 +9,8 @@ open are updated by a pushed fragment after commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models, transaction
@@ -19,6 +21,9 @@ from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
 from rooms import live
+
+if TYPE_CHECKING:
+    from rooms.models import Room
 
 BELL = "rooms/notifications.html#bell"
 NEW_ITEM = "rooms/notifications.html#inbox_new"
@@ -118,7 +123,9 @@ def mark_read(user_id: int, ids: Iterable[int] | None = None) -> int:
 # What the write layer calls ----------------------------------------------------------
 
 
-def mentioned(room, message_id: int, author_name: str, body: str, user_ids: Iterable[int]) -> None:
+def mentioned(
+    room: Room, message_id: int, author_name: str, body: str, user_ids: Iterable[int]
+) -> None:
     """Users @mentioned in a new message: a notification each, and a digest for the away.
 
     Called by actions.post_message inside its transaction, with the ids it published
@@ -126,12 +133,10 @@ def mentioned(room, message_id: int, author_name: str, body: str, user_ids: Iter
     """
 
     url = reverse("room_detail", args=[room.slug])
+    text = f"{author_name} mentioned you in {room.title}: {body[:120]}"
+    key = f"mention-{message_id}"
     for user_id in user_ids:
-        text = f"{author_name} mentioned you in {room.title}: {body[:120]}"
-        transaction.on_commit(
-            lambda uid=user_id, t=text: _mention(uid, t, url, f"mention-{message_id}"),
-            robust=True,
-        )
+        transaction.on_commit(partial(_mention, user_id, text, url, key), robust=True)
 
 
 def _mention(user_id: int, text: str, url: str, key: str) -> None:
@@ -142,18 +147,18 @@ def _mention(user_id: int, text: str, url: str, key: str) -> None:
         digest.schedule(notification)
 
 
-def member_added(room, user_id: int) -> None:
+def member_added(room: Room, user_id: int) -> None:
     """A user was added to a private room (called by actions.add_member)."""
     url = reverse("room_detail", args=[room.slug])
     notify_on_commit(user_id, Notification.ADDED, f"You were added to {room.title}.", url)
 
 
-def member_removed(room, user_id: int) -> None:
+def member_removed(room: Room, user_id: int) -> None:
     """A user was removed from a private room (called by actions.remove_member)."""
     notify_on_commit(user_id, Notification.REMOVED, f"You were removed from {room.title}.")
 
 
-def unread_count(request: HttpRequest) -> dict:
+def unread_count(request: HttpRequest) -> dict[str, Any]:
     """Context processor: `notifications_unread` for the bell, queried only if rendered."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:

@@ -18,7 +18,8 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -51,11 +52,11 @@ class RelayedPush(models.Model):
 
 def layer_is_shared() -> bool:
     """Whether the channel layer reaches other processes (Redis) or not (in memory)."""
-    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+    backend = str(settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", ""))
     return not backend.endswith("InMemoryChannelLayer")
 
 
-def store(event: dict) -> None:
+def store(event: dict[str, Any]) -> None:
     """Keep an event for every web process's relay to publish."""
     RelayedPush.objects.create(group=event["group"], event=event)
 
@@ -73,7 +74,7 @@ class Relay:
 
     def __init__(
         self,
-        publish: Callable | None = None,
+        publish: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         batch: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,13 +96,13 @@ class Relay:
             where |= Q(id__in=list(self.gaps))
         rows = list(RelayedPush.objects.filter(where).order_by("id")[: self.batch])
         for row in rows:
-            self.gaps.pop(row.id, None)
-            if row.id > self.cursor:
+            self.gaps.pop(row.pk, None)
+            if row.pk > self.cursor:
                 # Ids between the cursor and this row belong to transactions that have not
                 # committed yet (or rolled back): look for them again for a while.
-                for missing in range(self.cursor + 1, min(row.id, self.cursor + 1 + MAX_GAPS)):
+                for missing in range(self.cursor + 1, min(row.pk, self.cursor + 1 + MAX_GAPS)):
                     self.gaps[missing] = now
-                self.cursor = row.id
+                self.cursor = row.pk
         while len(self.gaps) > MAX_GAPS:
             del self.gaps[min(self.gaps)]
         return rows
@@ -141,7 +142,7 @@ def local_users() -> list[int]:
 
 
 # One relay per process (per event loop), started by the first connection it serves.
-_task: asyncio.Task | None = None
+_task: asyncio.Task[None] | None = None
 
 
 def ensure_started() -> None:
@@ -158,7 +159,7 @@ def ensure_started() -> None:
     _task.add_done_callback(_restart)
 
 
-def _restart(task: asyncio.Task) -> None:
+def _restart(task: asyncio.Task[None]) -> None:
     if task.cancelled():
         return
     error = task.exception()

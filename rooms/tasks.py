@@ -46,3 +46,15 @@ def push_notice(user_id: int, text: str) -> None:
     from rooms import live
 
     live.push(live.User(user_id), "base.html#notice_toast", {"text": text})
+
+
+@task()
+def stamp(user_id: int) -> float:
+    """Push the wall-clock time the job ends at to a user's pages (bench/jobs.py latency)."""
+    import time
+
+    from rooms import live
+
+    now = time.time()
+    live.push(live.User(user_id), "base.html#notice_toast", {"text": f"{now:.6f}"})
+    return now

@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, models, transaction
+from django.db import close_old_connections, connection, models
 from django.db.utils import OperationalError
 from django.utils import timezone
 from django_tasks_db.compat import TaskContext, TaskResultStatus, task_finished, task_started
@@ -58,7 +58,7 @@ def retry_delay(attempts: int) -> datetime.timedelta:
     return datetime.timedelta(seconds=settings.ROOMCAST_JOB_RETRY_DELAY * 2 ** (attempts - 1))
 
 
-def _requeue_or_fail(result: DBTaskResult, now: datetime.datetime, why: str) -> str:
+def _requeue_or_fail(result: DBTaskResult[Any, Any], now: datetime.datetime, why: str) -> str:
     """Put a job back in the queue for another attempt, or fail it after the last one."""
     attempts = len(result.worker_ids)
     if attempts >= settings.ROOMCAST_JOB_MAX_ATTEMPTS:
@@ -151,13 +151,13 @@ class Worker:
         self.maintenance_interval = maintenance_interval
         self.clock = clock
         self.running = True
-        self.current: DBTaskResult | None = None
+        self.current: DBTaskResult[Any, Any] | None = None
         self.stop_event = threading.Event()
         self.done = 0
 
     # Claiming ---------------------------------------------------------------------------
 
-    def claim(self) -> DBTaskResult | None:
+    def claim(self) -> DBTaskResult[Any, Any] | None:
         """Lock the next ready job, mark it running and lease it, in one transaction."""
         ready = DBTaskResult.objects.ready().filter(
             backend_name=self.backend, queue_name__in=self.queues
@@ -181,7 +181,7 @@ class Worker:
     def lease_end(self) -> datetime.datetime:
         return self.clock() + datetime.timedelta(seconds=lease_seconds())
 
-    def renew(self, result: DBTaskResult) -> bool:
+    def renew(self, result: DBTaskResult[Any, Any]) -> bool:
         """Extend this worker's lease on a job; False if it lost it (it was reaped)."""
         held = JobLease.objects.filter(task=result, worker_id=self.worker_id)
         return bool(held.update(expires_at=self.lease_end()))
@@ -196,7 +196,7 @@ class Worker:
         self.execute(result)
         return True
 
-    def execute(self, result: DBTaskResult) -> None:
+    def execute(self, result: DBTaskResult[Any, Any]) -> None:
         """Run a claimed job and record how it ended (success, retry or failure)."""
         self.current = result
         try:
@@ -221,7 +221,7 @@ class Worker:
             self.done += 1
 
     def finish(
-        self, result: DBTaskResult, value: Any = None, error: BaseException | None = None
+        self, result: DBTaskResult[Any, Any], value: Any = None, error: BaseException | None = None
     ) -> None:
         """Record the end of a run, only if this worker still holds the job's lease."""
         with exclusive_transaction():
@@ -296,7 +296,6 @@ class Worker:
             logger.info("worker %s stopped after %d jobs", self.worker_id, self.done)
 
 
-def lease_of(result_id: str | uuid.UUID) -> JobLease | None:
+def lease_of(result_id: str) -> JobLease | None:
     """A job's current lease (tests, admin)."""
-    with transaction.atomic():
-        return JobLease.objects.filter(task_id=result_id).first()
+    return JobLease.objects.filter(task_id=uuid.UUID(result_id)).first()
