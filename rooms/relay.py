@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 # for again for this long, then given up; at most MAX_GAPS are remembered (the oldest go).
 GAP_WAIT = 10.0
 MAX_GAPS = 1000
+# A relay that failed is started again after this many seconds.
+RESTART_DELAY = 1.0
 # How often (seconds) a web process tells the digest who has a page open here.
 SWEEP_INTERVAL = 2.0
 
@@ -163,10 +165,10 @@ def _restart(task: asyncio.Task[None]) -> None:
     if task.cancelled():
         return
     error = task.exception()
-    logger.error("relay stopped; restarting in 1 s", exc_info=error)
+    logger.error("relay stopped; restarting in %s s", RESTART_DELAY, exc_info=error)
     loop = task.get_loop()
     if not loop.is_closed():
-        loop.call_later(1.0, _restart_now, loop)
+        loop.call_later(RESTART_DELAY, _restart_now, loop)
 
 
 def _restart_now(loop: asyncio.AbstractEventLoop) -> None:

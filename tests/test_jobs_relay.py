@@ -1,5 +1,6 @@
 """Worker-to-page pushes through the database relay, for the in-memory channel layer."""
 
+import asyncio
 import datetime
 
 import pytest
@@ -115,3 +116,39 @@ def test_layer_is_shared_only_for_a_layer_that_crosses_processes(settings):
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}
     }
     assert relay.layer_is_shared() is True
+
+
+async def test_a_relay_that_fails_is_logged_and_started_again(monkeypatch, caplog):
+    runs = []
+
+    async def run(self):
+        runs.append(self)
+        if len(runs) == 1:
+            raise RuntimeError("database unreachable")
+        await asyncio.Event().wait()  # the second one keeps running
+
+    monkeypatch.setattr(Relay, "run", run)
+    monkeypatch.setattr(relay, "_task", None)
+    monkeypatch.setattr(relay, "RESTART_DELAY", 0)
+    relay.ensure_started()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(runs) == 2
+    assert "relay stopped; restarting" in caplog.text
+    relay._task.cancel()
+
+
+async def test_ensure_started_twice_runs_one_relay(monkeypatch):
+    runs = []
+
+    async def run(self):
+        runs.append(self)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(Relay, "run", run)
+    monkeypatch.setattr(relay, "_task", None)
+    relay.ensure_started()
+    relay.ensure_started()
+    await asyncio.sleep(0)
+    assert len(runs) == 1
+    relay._task.cancel()

@@ -153,3 +153,15 @@ def test_queue_figures_count_waiting_running_and_recently_failed():
         status=TaskResultStatus.FAILED, finished_at=timezone.now()
     )
     assert workers.queue_figures() == {"waiting": 1, "running": 1, "failed": 1}
+
+
+def test_job_queue_partial_shows_the_three_figures():
+    from bs4 import BeautifulSoup
+    from django.template.loader import render_to_string
+
+    html = render_to_string(
+        "rooms/job_queue.html#job_queue", {"jobs": {"waiting": 3, "running": 1, "failed": 2}}
+    )
+    page = BeautifulSoup(html, "html.parser")
+    names = ("waiting", "running", "failed")
+    assert [page.select_one(f"#jobs-{name}").get_text() for name in names] == ["3", "1", "2"]
