@@ -222,3 +222,24 @@ def test_run_reads_the_room_in_chunks_and_writes_every_message(
     committed(exports.run, str(export.pk))
     data = json.loads(export.path.read_text())
     assert [m["body"] for m in data["messages"]] == ["m0", "m1", "m2", "m3", "m4"]
+
+
+@pytest.mark.parametrize("state", ["running", "done", "failed"])
+def test_pushed_export_control_passes_the_live_fragment_check(state):
+    from django.template.loader import render_to_string
+
+    from rooms.checks import check_fragment
+    from rooms.fragments import LiveFragment
+    from rooms.models import Room
+
+    room = Room(pk=1, slug="lobby", title="Lobby")
+    export = Export(room=room, state=state, done=5, total=10, expires_at=timezone.now())
+    fragment = LiveFragment(
+        "export_control",
+        exports.CONTROL,
+        "export-1",
+        "true",
+        "an export moves",
+        lambda: render_to_string(exports.CONTROL, {"room": room, "export": export}),
+    )
+    assert check_fragment(fragment) == []

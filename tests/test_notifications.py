@@ -170,3 +170,28 @@ def test_bell_context_is_empty_for_anonymous_visitors():
     request = RequestFactory().get("/")
     request.user = AnonymousUser()
     assert notifications.unread_count(request) == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "swap", "context"),
+    [
+        ("bell", "bell", "true", {"notifications_unread": 3}),
+        (
+            "inbox_new",
+            "inbox",
+            "afterbegin",
+            {"notification": Notification(pk=5, kind="mention", text="alice mentioned you")},
+        ),
+    ],
+)
+def test_pushed_notification_fragments_pass_the_live_fragment_check(name, target, swap, context):
+    from django.template.loader import render_to_string
+
+    from rooms.checks import check_fragment
+    from rooms.fragments import LiveFragment
+
+    template = f"rooms/notifications.html#{name}"
+    fragment = LiveFragment(
+        name, template, target, swap, "a notification", lambda: render_to_string(template, context)
+    )
+    assert check_fragment(fragment) == []
