@@ -10,6 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+# Seconds the children get to stop by themselves after Ctrl-C, before they are told to.
+GRACE = 10.0
+
 
 class Command(BaseCommand):
     help = "Serve the site with daphne and run a background-job worker beside it."
@@ -40,6 +43,12 @@ class Command(BaseCommand):
             while not stopping and all(child.poll() is None for child in children):
                 time.sleep(0.2)
         finally:
+            if stopping:
+                # Ctrl-C reached every child too (one process group): give a worker time to
+                # finish its job, since a second signal would stop it mid-job.
+                deadline = time.monotonic() + GRACE
+                while time.monotonic() < deadline and any(c.poll() is None for c in children):
+                    time.sleep(0.1)
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
