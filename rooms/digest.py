@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core import signing
 from django.core.mail import send_mail
 from django.db import models, transaction
 from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from rooms import presence
@@ -131,7 +133,12 @@ def send_due(user_id: int, now: datetime.datetime | None = None) -> int:
         if user is None or not user.email or not wants_digest(user) or is_online(user_id):
             DigestEntry.objects.filter(pk__in=ids).update(state=DigestEntry.SKIPPED, done_at=now)
             return 0
-        context = {"user": user, "entries": due, "site_url": settings.ROOMCAST_SITE_URL}
+        context = {
+            "user": user,
+            "entries": due,
+            "site_url": settings.ROOMCAST_SITE_URL,
+            "unsubscribe": reverse("digest_unsubscribe", args=[unsubscribe_token(user.pk)]),
+        }
         # Sent while the entries are locked: a second worker skips them, and if this one
         # dies before committing they are sent again (at least once, never two at a time).
         send_mail(
@@ -142,6 +149,22 @@ def send_due(user_id: int, now: datetime.datetime | None = None) -> int:
         )
         DigestEntry.objects.filter(pk__in=ids).update(state=DigestEntry.SENT, done_at=now)
     return len(due)
+
+
+UNSUBSCRIBE_SALT = "rooms.digest.unsubscribe"
+
+
+def unsubscribe_token(user_id: int) -> str:
+    """A signed token naming the user: the digest's unsubscribe link works without a login."""
+    return signing.dumps(user_id, salt=UNSUBSCRIBE_SALT)
+
+
+def user_of_token(token: str) -> int | None:
+    """The user id an unsubscribe token names, or None for a forged or mangled one."""
+    try:
+        return int(signing.loads(token, salt=UNSUBSCRIBE_SALT))
+    except (signing.BadSignature, TypeError, ValueError):
+        return None
 
 
 def wants_digest(user: AbstractBaseUser) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -12,8 +13,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from rooms import exports, notifications
-from rooms.models import Room
+from rooms import digest, exports, notifications
+from rooms.models import Profile, Room
 
 CONTROL = exports.CONTROL
 
@@ -75,6 +76,24 @@ def export_download(request: HttpRequest, export_id: str) -> HttpResponseBase:
     )
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+@require_http_methods(["GET", "POST"])
+def digest_unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """The digest email's unsubscribe link: GET asks to confirm, POST turns digests off.
+
+    A GET changes nothing (mail scanners follow links); the signed token names the user, so
+    no login is needed.
+    """
+    user_id = digest.user_of_token(token)
+    if user_id is None:
+        raise Http404("No such link.")
+    profile = Profile.for_user(get_object_or_404(get_user_model(), pk=user_id))
+    done = False
+    if request.method == "POST":
+        Profile.objects.filter(pk=profile.pk).update(email_digest=False)
+        done = True
+    return render(request, "rooms/unsubscribe.html", {"done": done})
 
 
 @login_required

@@ -24,4 +24,9 @@ urlpatterns = [
     path("rooms/<slug:slug>/export/", job_views.export_control, name="export_control"),
     path("exports/<uuid:export_id>/", job_views.export_download, name="export_download"),
     path("notifications/", job_views.inbox, name="notifications"),
+    path(
+        "notifications/unsubscribe/<str:token>/",
+        job_views.digest_unsubscribe,
+        name="digest_unsubscribe",
+    ),
 ]

@@ -195,3 +195,22 @@ def test_email_settings_use_smtp_from_the_environment():
 
 def test_email_settings_default_to_the_console():
     assert email_settings()[0] == "django.core.mail.backends.console.EmailBackend"
+
+
+@pytest.mark.django_db
+def test_digest_email_carries_a_working_unsubscribe_link(client, bob):
+    mention(bob, "one")
+    digest.send_due(bob.pk, now=at(600))
+    link = next(line for line in mail.outbox[0].body.splitlines() if "/unsubscribe/" in line)
+    path = link.strip().removeprefix("http://127.0.0.1:8000")
+    assert client.get(path).status_code == 200
+    assert Profile.for_user(bob).email_digest is True  # a GET changes nothing
+    client.post(path)
+    assert Profile.for_user(bob).email_digest is False
+
+
+@pytest.mark.django_db
+def test_unsubscribe_with_a_forged_token_is_404(client, bob):
+    token = digest.unsubscribe_token(bob.pk)[:-2] + "xx"
+    response = client.post(f"/notifications/unsubscribe/{token}/")
+    assert (response.status_code, Profile.for_user(bob).email_digest) == (404, True)
