@@ -9,7 +9,7 @@ end to a user's page showing what it pushed.
 Throughput is measured from the database's own timestamps (first job started to last job
 finished), so process start-up is not counted. Latency: a job (`rooms.tasks.stamp`) pushes
 the wall-clock time it ends at to alice's page (a `/ws/me/` socket); the client subtracts it
-from the time the frame arrives. Writes results/jobs.json.
+from the time the frame arrives. Writes results/jobs-<database>.json.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def main() -> None:
             "latency": asyncio.run(latency(args, tmp)),
         }
     print(json.dumps(results, indent=2))
-    out = ROOT / "bench" / "results" / "jobs.json"
+    out = ROOT / "bench" / "results" / f"jobs-{results['database']}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
 
 
