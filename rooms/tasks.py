@@ -41,14 +41,6 @@ def ping(n: int) -> int:
 
 
 @task()
-def push_notice(user_id: int, text: str) -> None:
-    """Push a notice to a user's pages from a worker (tests and bench/jobs.py)."""
-    from rooms import live
-
-    live.push(live.User(user_id), "base.html#notice_toast", {"text": text})
-
-
-@task()
 def stamp(user_id: int) -> float:
     """Push the wall-clock time the job ends at to a user's pages (bench/jobs.py latency)."""
     import time

@@ -294,8 +294,3 @@ class Worker:
             self.stop_event.set()
             beat.join()
             logger.info("worker %s stopped after %d jobs", self.worker_id, self.done)
-
-
-def lease_of(result_id: str) -> JobLease | None:
-    """A job's current lease (tests, admin)."""
-    return JobLease.objects.filter(task_id=uuid.UUID(result_id)).first()

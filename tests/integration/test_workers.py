@@ -243,7 +243,9 @@ async def test_export_end_to_end_with_progress_on_the_requesting_users_pages(job
         states.append(export_state(fragment, room_id))
     assert states[0] == "progress:0/20000"
     assert len(states) >= 3  # the bar moved on the way
-    # The finished export lands in the inbox: the bell rings on another tab too.
+    # The finished export lands in the inbox, live on another tab, and the bell rings there.
+    item = await alice_tab.wait_for(lambda f: f.has_target("inbox"))
+    assert item.target("inbox").select("li a")[0].get_text() == "Your export of Lobby is ready."
     await alice_tab.wait_for(lambda f: bell(f) == "1")
 
     [(export_id, state)] = query(site, "SELECT id::text, state FROM rooms_export")
