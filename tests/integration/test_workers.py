@@ -350,3 +350,40 @@ async def test_digest_goes_once_after_the_quiet_period_and_not_to_who_was_online
     assert "To: bob@example.com" in emails[0]
     assert "first @bob @carol" in emails[0] and "second @bob @carol" in emails[0]
     await carol.close()
+
+
+def test_serve_runs_a_worker_beside_the_server_and_ctrl_c_stops_both(sqlite_site, tmp_path):
+    """`make run`'s command: one process group, as a terminal runs it."""
+    import os
+
+    from tests.integration.servers import free_port, wait_for_port
+
+    site = sqlite_site
+    site.seed()
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    serve = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=site.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port)
+        site.manage("shell", "-c", "from rooms.tasks import ping; ping.enqueue(1)")
+        done = "SELECT count(*) FROM django_tasks_database_dbtaskresult WHERE status='SUCCESSFUL'"
+        wait_until(lambda: query(site, done)[0][0] == 1, timeout=30)  # the worker ran it
+        children = subprocess.run(
+            ["pgrep", "-P", str(serve.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(children) == 2  # daphne and one worker
+        os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C
+        assert serve.wait(timeout=30) == 0
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists()
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+        log.close()
