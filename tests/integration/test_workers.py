@@ -352,8 +352,12 @@ async def test_digest_goes_once_after_the_quiet_period_and_not_to_who_was_online
     await carol.close()
 
 
-def test_serve_runs_a_worker_beside_the_server_and_ctrl_c_stops_both(sqlite_site, tmp_path):
-    """`make run`'s command: one process group, as a terminal runs it."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_serve_runs_a_worker_beside_the_server_and_stopping_it_stops_both(
+    sqlite_site, tmp_path, stop
+):
+    """`make run`'s command: Ctrl-C in a terminal (the whole process group), or SIGTERM
+    from a process manager (serve alone)."""
     import os
 
     from tests.integration.servers import free_port, wait_for_port
@@ -379,7 +383,10 @@ def test_serve_runs_a_worker_beside_the_server_and_ctrl_c_stops_both(sqlite_site
             ["pgrep", "-P", str(serve.pid)], capture_output=True, text=True, check=True
         ).stdout.split()
         assert len(children) == 2  # daphne and one worker
-        os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C
+        if stop == "ctrl-c":
+            os.killpg(serve.pid, signal.SIGINT)
+        else:
+            serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=30) == 0
         for pid in children:
             assert not Path(f"/proc/{pid}").exists()

@@ -34,6 +34,12 @@ class Command(BaseCommand):
         def stop(signum: int, frame: object) -> None:
             nonlocal stopping
             stopping = True
+            if signum == signal.SIGTERM:
+                # From a process manager, to this process only: pass it on (Ctrl-C reaches
+                # every process of the group by itself).
+                for child in children:
+                    if child.poll() is None:
+                        child.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
