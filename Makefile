@@ -6,6 +6,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Background-job workers `make run` starts beside the server.
+WORKERS ?= 1
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # A socket that stops answering pings for 20 s is closed, and its buffered frames freed.
@@ -39,8 +41,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 run: install
 	$(RUN_ENV) $(BIN)/python manage.py migrate --no-input
 	$(RUN_ENV) $(BIN)/python manage.py seed_demo
-	@echo "Roomcast on http://127.0.0.1:$(PORT)/"
-	$(RUN_ENV) $(BIN)/daphne -b 127.0.0.1 -p $(PORT) $(DAPHNE_ARGS) site_config.asgi:application
+	@echo "Roomcast on http://127.0.0.1:$(PORT)/ (with $(WORKERS) background-job worker(s))"
+	# daphne and the job workers start together and stop together (Ctrl-C stops both).
+	$(RUN_ENV) $(BIN)/python manage.py serve --port $(PORT) --workers $(WORKERS) -- $(DAPHNE_ARGS)
 
 test: install-dev
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -315,3 +315,6 @@ class Profile(models.Model):
         """The user's profile, created with defaults on first use."""
         profile, _ = cls.objects.get_or_create(user=user)
         return profile
+
+
+from rooms import digest, exports, notifications, relay, workers  # models of jobs  # noqa: E402, F401

@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP goes to Django, WebSocket to the room sockets."""
+"""ASGI entry point: HTTP goes to Django, WebSocket to the room sockets.
+
+Each server process also runs one relay task (rooms/relay.py) that brings worker
+processes' pushes to its pages on the in-memory layer, and tells the email digest who has
+a page open here; it starts with the first connection the process serves.
+"""
 
 import gc
 import os
@@ -11,9 +16,18 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from rooms import relay  # noqa: E402
 from rooms.routing import websocket_application  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()})
+router = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()})
+
+
+async def application(scope, receive, send):
+    """The site, starting this process's relay on its loop with the first connection."""
+    if scope["type"] in ("http", "websocket"):
+        relay.ensure_started()
+    return await router(scope, receive, send)
+
 
 # Everything Django built while starting up (apps, URL resolvers, compiled templates) lives
 # as long as the process and is never garbage; freezing it takes it out of every collection.

@@ -55,6 +55,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "csp",
     "template_partials.apps.SimpleAppConfig",
+    # Django's Tasks API (django.tasks from Django 6) and its database backend: background jobs.
+    "django_tasks",
+    "django_tasks_db",
     "rooms",
 ]
 
@@ -292,3 +295,50 @@ LOGGING = {
 # Password reset is offered (and its pages answer) only when mail can be sent.
 ROOMCAST_EMAIL_ENABLED = bool(os.environ.get("EMAIL_HOST"))
 # --- end access ---
+
+# --- jobs: background jobs, exports, notifications, email ---
+# Jobs are stored in the database and run by `manage.py roomcast_worker` processes
+# (`make run` starts one beside the server).
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default"],
+    }
+}
+# A running job's lease: its worker renews it every LEASE/3 seconds; a job whose lease ran
+# out (its worker died) is re-queued by any worker's reaper. Failed jobs are retried with a
+# growing delay until MAX_ATTEMPTS runs in all, then left failed.
+ROOMCAST_JOB_LEASE = float(os.environ.get("ROOMCAST_JOB_LEASE", 30))
+ROOMCAST_JOB_MAX_ATTEMPTS = int(os.environ.get("ROOMCAST_JOB_MAX_ATTEMPTS", 3))
+ROOMCAST_JOB_RETRY_DELAY = float(os.environ.get("ROOMCAST_JOB_RETRY_DELAY", 10))
+# Worker -> page pushes without a shared channel layer go through the database: each web
+# process reads them every INTERVAL seconds (at most BATCH a time); rows live TTL seconds.
+ROOMCAST_RELAY_INTERVAL = float(os.environ.get("ROOMCAST_RELAY_INTERVAL", 0.25))
+ROOMCAST_RELAY_BATCH = int(os.environ.get("ROOMCAST_RELAY_BATCH", 200))
+ROOMCAST_RELAY_TTL = float(os.environ.get("ROOMCAST_RELAY_TTL", 60))
+# Room exports: where the files go, how long a finished one may be downloaded (seconds),
+# and how often its progress bar moves at least (seconds).
+ROOMCAST_EXPORT_DIR = Path(os.environ.get("ROOMCAST_EXPORT_DIR") or BASE_DIR / "exports")
+ROOMCAST_EXPORT_TTL = float(os.environ.get("ROOMCAST_EXPORT_TTL", 24 * 3600))
+ROOMCAST_EXPORT_PROGRESS_INTERVAL = float(os.environ.get("ROOMCAST_EXPORT_PROGRESS_INTERVAL", 0.5))
+# Missed-mention emails: the first mention of a user with no page open schedules a digest
+# DELAY seconds later; every mention until then joins it.
+ROOMCAST_DIGEST_DELAY = float(os.environ.get("ROOMCAST_DIGEST_DELAY", 600))
+# The address of the site in emails (links back to rooms).
+ROOMCAST_SITE_URL = os.environ.get("ROOMCAST_SITE_URL", "http://127.0.0.1:8000")
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("rooms.notifications.unread_count")
+# Email (digests, password resets): SMTP when EMAIL_HOST is set, else printed to the console
+# (or written to files in EMAIL_FILE_PATH).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 587))
+    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+elif os.environ.get("EMAIL_FILE_PATH"):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["EMAIL_FILE_PATH"]
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Roomcast <roomcast@localhost>")

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from rooms import catalog, stats, views
+from rooms import catalog, job_views, stats, views
 from rooms.health import healthz, readyz
 from rooms.metrics import metrics_view
 
@@ -37,4 +37,13 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    # jobs: exports and notifications
+    path("rooms/<slug:slug>/export/", job_views.export_control, name="export_control"),
+    path("exports/<uuid:export_id>/", job_views.export_download, name="export_download"),
+    path("notifications/", job_views.inbox, name="notifications"),
+    path(
+        "notifications/unsubscribe/<str:token>/",
+        job_views.digest_unsubscribe,
+        name="digest_unsubscribe",
+    ),
 ]
