@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from rooms import catalog, stats, views
+from rooms import catalog, profile_views, stats, views
 
 urlpatterns = [
     path("", views.room_list, name="room_list"),
@@ -21,4 +21,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dev/stats/", stats.process_stats, name="process_stats"),
     path("dev/fragments/", catalog.fragment_catalog, name="fragment_catalog"),
+    path("accounts/profile/", profile_views.profile, name="profile"),
 ]
