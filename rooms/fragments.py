@@ -34,6 +34,17 @@ def zone(name: str | None) -> tzinfo:
         return UTC
 
 
+def time_zone_of(user: Any) -> str:
+    """The time zone name a user reads times in: their profile's; "UTC" for anonymous users
+    and users without a profile. One query; never writes."""
+    if user is None or not user.is_authenticated:
+        return "UTC"
+    from rooms.models import Profile  # rooms.models imports this module's neighbours
+
+    name = Profile.objects.filter(user=user).values_list("time_zone", flat=True).first()
+    return name or "UTC"
+
+
 @dataclass(frozen=True)
 class Viewer:
     """Who a fragment is rendered for: enough to pick their variant, nothing more."""

@@ -228,3 +228,17 @@ def test_member_field_is_labelled_and_styled(client, make_room, alice):
     form = page(client, secret).select_one("form.member-form")
     field = form.select_one("input[name=username]")
     assert form.select_one(f"label[for={field['id']}]").get_text() == "Username"
+
+
+def test_time_zone_of_reads_the_profile_and_defaults_to_utc(alice, bob):
+    from django.contrib.auth.models import AnonymousUser
+
+    Profile.objects.create(user=alice, time_zone="Europe/Paris")
+    assert fragments.time_zone_of(alice) == "Europe/Paris"
+    assert fragments.time_zone_of(bob) == "UTC"
+    assert fragments.time_zone_of(AnonymousUser()) == "UTC"
+    assert not Profile.objects.filter(user=bob).exists()  # reading never creates one
+
+
+def test_room_page_links_back_to_all_rooms(client, room):
+    assert page(client, room).select_one(".room-head a.back")["href"] == "/"

@@ -12,7 +12,7 @@ from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from rooms import fragments
-from rooms.models import MENTION, Message, Profile, Room, unread_counts, visible_rooms
+from rooms.models import MENTION, Message, Room, unread_counts, visible_rooms
 
 register = template.Library()
 
@@ -75,11 +75,7 @@ def avatar_colour(name: str) -> int:
 @register.simple_tag(takes_context=True)
 def reader_time_zone(context: template.Context) -> str:
     """The signed-in reader's time zone (their profile's), or UTC; never writes."""
-    user = context.get("user")
-    if user is None or not user.is_authenticated:
-        return "UTC"
-    name = Profile.objects.filter(user=user).values_list("time_zone", flat=True).first()
-    return name or "UTC"
+    return fragments.time_zone_of(context.get("user"))
 
 
 @register.simple_tag
