@@ -8,12 +8,16 @@ delete buttons, who is typing), it is rendered once per *variant*, not once per 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from rooms import events
 
@@ -22,20 +26,50 @@ ROOM_LIST = "rooms/room_list.html"
 BASE = "base.html"
 
 
+def zone(name: str | None) -> tzinfo:
+    """The time zone called `name`; UTC for a name that is empty or unknown."""
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def time_zone_of(user: Any) -> str:
+    """The time zone name a user reads times in: their profile's; "UTC" for anonymous users
+    and users without a profile. One query; never writes."""
+    if user is None or not user.is_authenticated:
+        return "UTC"
+    from rooms.models import Profile  # rooms.models imports this module's neighbours
+
+    name = Profile.objects.filter(user=user).values_list("time_zone", flat=True).first()
+    return name or "UTC"
+
+
 @dataclass(frozen=True)
 class Viewer:
     """Who a fragment is rendered for: enough to pick their variant, nothing more."""
 
     user_id: int | None = None
     moderator: bool = False
+    # The reader's own time zone (Profile.time_zone): times and day separators use it.
+    time_zone: str = "UTC"
 
-    def message_variant(self, message: dict) -> str:
-        """Which buttons this viewer gets on `message`."""
+    def role(self, message: dict) -> str:
+        """Which buttons this viewer gets on `message`: author, moderator or reader."""
         if message["deleted"] or self.user_id is None:
             return "reader"
         if message["author_id"] == self.user_id:
             return "author"
         return "moderator" if self.moderator else "reader"
+
+    def message_variant(self, message: dict) -> tuple[str, str]:
+        """What a rendered `message` depends on for this viewer: the key of render caches."""
+        return (self.role(message), self.time_zone)
+
+    def render(self, template: str, context: dict[str, Any]) -> str:
+        """Render a partial with this viewer's time zone active (the `date` filter uses it)."""
+        with timezone.override(zone(self.time_zone)):
+            return render_to_string(template, context)
 
 
 VARIANT_ACTIONS = {
@@ -50,13 +84,14 @@ def message_context(message: dict, viewer: Viewer) -> dict:
     return {
         **message,
         "created": datetime.fromtimestamp(message["created"], UTC),
-        **VARIANT_ACTIONS[viewer.message_variant(message)],
+        "continues": message.get("continues", False),
+        **VARIANT_ACTIONS[viewer.role(message)],
     }
 
 
 def new_messages(messages: list[dict], viewer: Viewer, last_seq: int) -> str:
     """Messages appended to `#messages`, and the page's new last sequence number."""
-    return render_to_string(
+    return viewer.render(
         f"{ROOM_PAGE}#new_messages",
         {"messages": [message_context(m, viewer) for m in messages], "last_seq": last_seq},
     )
@@ -64,7 +99,7 @@ def new_messages(messages: list[dict], viewer: Viewer, last_seq: int) -> str:
 
 def changed_messages(messages: list[dict], viewer: Viewer, last_seq: int) -> str:
     """Messages replaced in place (edited, or turned into tombstones)."""
-    return render_to_string(
+    return viewer.render(
         f"{ROOM_PAGE}#changed_messages",
         {"messages": [message_context(m, viewer) for m in messages], "last_seq": last_seq},
     )
@@ -74,7 +109,7 @@ def catch_up(after_seq: int, messages: list[dict], viewer: Viewer, last_seq: int
     """What a page that shows events up to `after_seq` lacks: changes, then new messages."""
     changed = [m for m in messages if m["seq"] <= after_seq]
     new = [m for m in messages if m["seq"] > after_seq]
-    return render_to_string(
+    return viewer.render(
         f"{ROOM_PAGE}#catch_up",
         {
             "changed": [message_context(m, viewer) for m in changed],
@@ -86,7 +121,7 @@ def catch_up(after_seq: int, messages: list[dict], viewer: Viewer, last_seq: int
 
 def message_history(messages: list[dict], viewer: Viewer, last_seq: int) -> str:
     """The whole `#messages` list, replacing what the page shows."""
-    return render_to_string(
+    return viewer.render(
         f"{ROOM_PAGE}#message_history_oob",
         {"messages": [message_context(m, viewer) for m in messages], "last_seq": last_seq},
     )
@@ -94,23 +129,34 @@ def message_history(messages: list[dict], viewer: Viewer, last_seq: int) -> str:
 
 def message(message: dict, viewer: Viewer) -> str:
     """One message, replaced where it stands (an edit form put back)."""
-    return render_to_string(
+    return viewer.render(
         f"{ROOM_PAGE}#message", {"message": message_context(message, viewer), "oob": True}
     )
 
 
-def message_editor(message: dict) -> str:
+def message_editor(message: dict, viewer: Viewer | None = None) -> str:
     """The edit form that replaces one message, for its author's page only."""
-    return render_to_string(
+    viewer = viewer or Viewer(user_id=message["author_id"])
+    return viewer.render(
         f"{ROOM_PAGE}#message_editor",
-        {"message": message, "max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH},
+        {
+            "message": message_context(message, viewer),
+            "max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH,
+        },
     )
 
 
+def new_client_key() -> str:
+    """A fresh idempotency key for the composer: one per composed message."""
+    return uuid.uuid4().hex
+
+
 def message_form_reset() -> str:
-    """A blank, focused message input and no error: what the sender sees after posting."""
+    """A blank, focused message input, a new idempotency key and no error: what the
+    sender sees after posting."""
     return render_to_string(
-        f"{ROOM_PAGE}#message_form_reset", {"max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH}
+        f"{ROOM_PAGE}#message_form_reset",
+        {"max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH, "client_key": new_client_key()},
     )
 
 
@@ -118,8 +164,18 @@ def go_live(can_post: bool) -> str:
     """Sent on a socket's first sync: the form posts over the socket and polling stops."""
     return render_to_string(
         f"{ROOM_PAGE}#go_live",
-        {"can_post": can_post, "max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH},
+        {
+            "can_post": can_post,
+            "max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH,
+            "client_key": new_client_key(),
+        },
     )
+
+
+def connection_status() -> str:
+    """The page's connection indicator, freshly "live": its CSS animation turns it to
+    "reconnecting" and then "offline" unless it is sent again in time (every beat)."""
+    return render_to_string(f"{ROOM_PAGE}#connection", {"live": True, "oob": True})
 
 
 def catch_up_or_history(after_seq: int, missed, latest, viewer: Viewer, last_seq: int) -> str:
@@ -156,6 +212,19 @@ def unread_badge(room_id: int, count: int) -> str:
     """A room's unread count on the room list."""
     return render_to_string(
         f"{ROOM_LIST}#unread", {"room_id": room_id, "count": count, "oob": True}
+    )
+
+
+def room_list_item(room: dict, unread: int, viewer: Viewer | None = None) -> str:
+    """A room's entry on the home page, moved to the top of the list (or added there).
+
+    `room` is rooms.templatetags.roomcast.room_item()'s plain values: id, title, url,
+    is_private, and last (author, body, deleted, created as a timestamp) or None."""
+    last = room.get("last")
+    if last:
+        last = {**last, "created": datetime.fromtimestamp(last["created"], UTC)}
+    return (viewer or Viewer()).render(
+        f"{ROOM_LIST}#room_list_item", {"room": {**room, "last": last}, "unread": unread}
     )
 
 
@@ -204,11 +273,20 @@ SAMPLE_MESSAGE = {
     "edited": False,
     "deleted": False,
     "created": 1_700_000_000.0,
+    "continues": False,
 }
 SAMPLE_EDITED = {**SAMPLE_MESSAGE, "seq": 11, "id": 6, "changed_seq": 13, "edited": True,
-                 "body": "Draft notes are in the doc."}  # fmt: skip
+                 "body": "Draft notes: https://example.com/notes."}  # fmt: skip
 SAMPLE_DELETED = {**SAMPLE_MESSAGE, "changed_seq": 14, "deleted": True, "body": ""}
 SAMPLE_AUTHOR = Viewer(user_id=1)
+SAMPLE_ROOM = {
+    "id": 3,
+    "title": "Lobby",
+    "url": "/rooms/lobby/",
+    "is_private": False,
+    "last": {"author": "alice", "body": "Release at five, @bob?", "deleted": False,
+             "created": 1_700_000_000.0},
+}  # fmt: skip
 
 
 def _sample_notice() -> str:
@@ -296,6 +374,16 @@ LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
         "unread", f"{ROOM_LIST}#unread", "unread-3", "true",
         "a message arrives in a room, or the user reads it elsewhere (room list)",
         lambda: unread_badge(3, 4),
+    ),
+    LiveFragment(
+        "room_list_item", f"{ROOM_LIST}#room_list_item", "room-list", "afterbegin",
+        "a room gets a message or becomes visible to the user (home page): it moves first",
+        lambda: room_list_item(SAMPLE_ROOM, 2),
+    ),
+    LiveFragment(
+        "connection", f"{ROOM_PAGE}#connection", "connection", "true",
+        "on sync, and to every local socket every ROOMCAST_LIVE_BEAT seconds (one timer)",
+        connection_status,
     ),
     LiveFragment(
         "mention_toast", f"{BASE}#mention_toast", "toasts", "beforeend",

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from rooms import catalog, job_views, stats, views
+from rooms import catalog, job_views, profile_views, stats, views
 from rooms.health import healthz, readyz
 from rooms.metrics import metrics_view
 
@@ -46,4 +46,6 @@ urlpatterns = [
         job_views.digest_unsubscribe,
         name="digest_unsubscribe",
     ),
+    # page: the profile (time zone, email digests)
+    path("accounts/profile/", profile_views.profile, name="profile"),
 ]

@@ -10,6 +10,28 @@ import pytest
 
 from tests.integration.servers import ROOT, Server, free_port
 
+# The sizes the pages are tried at: a laptop and a phone.
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+SIZES = {"desktop": DESKTOP, "phone": PHONE}
+
+# A third demo user, and a room with a history longer than a screen.
+EXTRA_DATA = """
+from django.contrib.auth import get_user_model
+from rooms.models import Room, post_message
+carol = get_user_model().objects.create_user("carol", password="roomcast-carol")
+alice = get_user_model().objects.get(username="alice")
+bob = get_user_model().objects.get(username="bob")
+room = Room.objects.create(title="History", owner=alice)
+for n in range(40):
+    post_message(room, (alice, bob, carol)[n % 3], f"history line {n}")
+"""
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -37,6 +59,7 @@ class LiveSite:
         )
         self.manage("migrate", "--no-input", "-v0")
         self.manage("seed_demo")
+        self.manage("shell", "-v", "0", "-c", EXTRA_DATA)
         self.server = self.start()
 
     @property
@@ -53,6 +76,17 @@ class LiveSite:
 
     def start(self) -> Server:
         return Server(self.env, self.port)
+
+    def stop(self) -> None:
+        """Kill the server process, as a crash would; `resume()` starts it again."""
+        self.server.kill()
+
+    def resume(self) -> None:
+        self.server = self.start()
+
+    def shell(self, code: str) -> str:
+        """Run Python in a `manage.py shell` on the site's database; its printed output."""
+        return self.manage("shell", "-v", "0", "-c", code).strip()
 
     def restart(self, while_down=lambda: None) -> None:
         """Kill the server (as a crash or a deploy would), run `while_down`, start it again."""
@@ -91,8 +125,8 @@ def sign_in(browser, live_site):
     """Open a new browser context signed in as a demo user: `page = sign_in("alice")`."""
     contexts = []
 
-    def open_page(username: str):
-        context = browser.new_context(viewport={"width": 1100, "height": 760})
+    def open_page(username: str, size: str = "desktop"):
+        context = browser.new_context(**SIZES[size])
         contexts.append(context)
         page = context.new_page()
         page.goto(f"{live_site.base}/accounts/login/")
