@@ -296,6 +296,33 @@ def _sample_notice() -> str:
     return event["html"]
 
 
+def _sample_bell() -> str:
+    return render_to_string("rooms/notifications.html#bell", {"notifications_unread": 3})
+
+
+def _sample_inbox_new() -> str:
+    from django.utils import timezone
+
+    from rooms.notifications import Notification
+
+    notification = Notification(
+        pk=9, kind="mention", text="alice mentioned you in Lobby", url="/rooms/lobby/",
+        created=timezone.now(),
+    )  # fmt: skip
+    return render_to_string("rooms/notifications.html#inbox_new", {"notification": notification})
+
+
+def _sample_export_control() -> str:
+    from django.utils import timezone
+
+    from rooms.exports import CONTROL, Export
+    from rooms.models import Room
+
+    room = Room(pk=1, slug="lobby", title="Lobby")
+    export = Export(room=room, state="running", done=5, total=10, expires_at=timezone.now())
+    return render_to_string(CONTROL, {"room": room, "export": export})
+
+
 def _sample_dashboard() -> str:
     from rooms import dashboard
 
@@ -394,6 +421,21 @@ LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
         "notice_toast", f"{BASE}#notice_toast", "toasts", "beforeend",
         "code pushes a notice with rooms.live.push",
         _sample_notice,
+    ),
+    LiveFragment(
+        "bell", "rooms/notifications.html#bell", "bell", "true",
+        "the user's unread notifications change: on every page of theirs",
+        _sample_bell,
+    ),
+    LiveFragment(
+        "inbox_new", "rooms/notifications.html#inbox_new", "inbox", "afterbegin",
+        "a notification arrives: on the user's open inbox pages",
+        _sample_inbox_new,
+    ),
+    LiveFragment(
+        "export_control", "rooms/exports.html#export_control", "export-1", "true",
+        "the user's export of a room moves (at least every second), finishes or fails",
+        _sample_export_control,
     ),
     LiveFragment(
         "dashboard_body", "rooms/dashboard.html#dashboard_body", "dashboard", "true",
