@@ -74,7 +74,8 @@ def test_header_is_the_same_signed_in_and_out(client, alice):
     client.force_login(alice)
     signed_in = home(client).select_one(".site-header")
     assert [e.name for e in out.nav.find_all(recursive=False)] == ["a", "a", "a"]
-    assert [e.name for e in signed_in.nav.find_all(recursive=False)] == ["a", "a", "form"]
+    # Signed in: the dashboard, the inbox bell, the profile link and the log-out form.
+    assert [e.name for e in signed_in.nav.find_all(recursive=False)] == ["a", "a", "a", "form"]
     assert signed_in.select_one("a.who")["href"] == "/accounts/profile/"
 
 

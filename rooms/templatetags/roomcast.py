@@ -16,9 +16,9 @@ from rooms.models import MENTION, Message, Room, unread_counts, visible_rooms
 
 register = template.Library()
 
-# Matched on escaped text, so an URL ends where a quote or an angle bracket was: their
-# entities, like whitespace, are not part of it. Only http(s): never javascript: and the like.
-URL = r"https?://(?:(?!&quot;|&#x27;|&lt;|&gt;)[^\s])+"
+# Matched on the raw text, before escaping, so a link never splits an entity: an URL ends at
+# whitespace, a quote or an angle bracket. Only http(s): never javascript: and the like.
+URL = r"""https?://[^\s"'<>]+"""
 TOKEN = re.compile(f"(?P<url>{URL})|{MENTION.pattern}")
 # Punctuation that ends a sentence rather than the link it follows.
 TRAILING = ".,;:!?)]}"
@@ -29,8 +29,11 @@ def _link(url: str) -> str:
     trail = ""
     while url and url[-1] in TRAILING:
         url, trail = url[:-1], url[-1] + trail
-    # `url` is escaped text already: it goes into the attribute and the link text as it is.
-    return f'<a href="{url}" rel="noopener nofollow ugc" target="_blank">{url}</a>{trail}'
+    return str(
+        format_html(
+            '<a href="{}" rel="noopener nofollow ugc" target="_blank">{}</a>{}', url, url, trail
+        )
+    )
 
 
 @register.filter
@@ -46,14 +49,16 @@ def mentions(text: str) -> SafeString:
 @register.filter
 def message_text(text: str) -> SafeString:
     """Escape `text`, turn http(s) URLs into links and highlight @mentions (not inside URLs)."""
-    escaped = str(conditional_escape(text))
-
-    def mark(match: re.Match[str]) -> str:
+    parts, start = [], 0
+    for match in TOKEN.finditer(str(text)):
+        parts.append(str(conditional_escape(text[start : match.start()])))
         if match["url"]:
-            return _link(match["url"])
-        return str(format_html('<mark class="mention">@{}</mark>', match[2]))
-
-    return mark_safe(TOKEN.sub(mark, escaped))
+            parts.append(_link(match["url"]))
+        else:
+            parts.append(str(format_html('<mark class="mention">@{}</mark>', match[2])))
+        start = match.end()
+    parts.append(str(conditional_escape(text[start:])))
+    return mark_safe("".join(parts))
 
 
 @register.filter
