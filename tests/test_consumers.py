@@ -59,7 +59,8 @@ async def test_connect_foreign_origin_is_refused(ws_application, room):
 async def test_disconnect_leaves_no_hub_state_or_groups(room_socket, room, fanout_hub):
     socket = await room_socket(room)
     await socket.disconnect()
-    assert fanout_hub.rooms == {}
+    assert (fanout_hub.groups, fanout_hub.seqs, fanout_hub.socket_keys) == ({}, {}, {})
+    assert fanout_hub.tracker.entries == {}
     assert fanout_hub.layer.groups == {}
 
 
