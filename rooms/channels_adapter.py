@@ -12,6 +12,7 @@ upgrade that breaks this is seen at once instead of silently falling back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,3 +36,43 @@ def raw_send(send: Send) -> Send:
         real: Send = getattr(wrapper, WRAPPED_ATTRIBUTE)
         return real
     return send
+
+
+# daphne gives an ASGI app no backpressure: `websocket.send` returns at once and Twisted
+# buffers whatever the client does not read. The server's send is
+# `functools.partial(daphne.server.Server.handle_reply, protocol)`; the protocol's Twisted
+# transport says how many bytes wait for the client. A socket whose buffer passes
+# `ROOMCAST_SOCKET_BUFFER_LIMIT` is aborted (freeing the buffer at once); its page
+# reconnects and catches up from the database. Under other servers (uvicorn awaits the
+# transport's drain) this finds no transport, and the outbox bound does the job.
+
+
+def transport_of(send: Send) -> Any | None:
+    """daphne's Twisted transport behind a raw send, or None under any other server."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    if getattr(send.func, "__name__", "") != "handle_reply":
+        return None
+    try:
+        from twisted.internet.abstract import FileDescriptor
+    except ImportError:  # not under daphne
+        return None
+    # The protocol's transport is twisted.web's HTTP channel wrapper; the TCP connection
+    # (a FileDescriptor, which holds the write buffer) is a level or two below.
+    transport = getattr(send.args[0], "transport", None)
+    for _ in range(4):
+        if transport is None or isinstance(transport, FileDescriptor):
+            return transport
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def buffered_bytes(transport: Any) -> int:
+    """Bytes written to a Twisted TCP transport that the client has not taken yet."""
+    pending = len(transport.dataBuffer) - getattr(transport, "offset", 0)
+    return int(pending + getattr(transport, "_tempDataLen", 0))
+
+
+def abort(transport: Any) -> None:
+    """Drop the connection now, and with it everything buffered for it."""
+    transport.abortConnection()

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.template.loader import render_to_string
 
-from rooms import dashboard, events, fragments, limits, metrics, models
+from rooms import channels_adapter, dashboard, events, fragments, limits, metrics, models
 from rooms.channels_adapter import raw_send
 from rooms.fanout import Hub
 from rooms.fanout import hub as default_hub
@@ -40,6 +40,7 @@ from rooms.models import (
     visible_rooms,
 )
 from rooms.outbox import Outbox, supervise
+from rooms.presence import STORE_ERRORS
 from rooms.sequence import CatchUp
 
 logger = logging.getLogger(__name__)
@@ -148,12 +149,21 @@ class LiveSocket(AsyncWebsocketConsumer):
 
     # Opening and closing ------------------------------------------------------------------
 
-    async def start_live(self, groups: list[str]) -> None:
-        """Start the writer, join the hub's groups, count and log the open socket."""
+    async def start_live(self, groups: list[str]) -> bool:
+        """Start the writer, join the hub's groups, count and log the open socket.
+
+        False (the socket is closed with 1013, and the page retries) if the channel layer
+        is unreachable (Redis away).
+        """
         self.outbox.start(f"roomcast-writer-{self.label}")
         self.groups_joined = groups
-        for group in groups:
-            await self.hub.join(group, self)
+        try:
+            for group in groups:
+                await self.hub.join(group, self)
+        except STORE_ERRORS:
+            logger.warning("the channel layer is unreachable: socket asked to retry", exc_info=True)
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return False
         self.opened_at = self.hub.clock.now()
         metrics.SOCKETS_OPEN.labels(self.kind).inc()
         socket_log.info(
@@ -163,6 +173,7 @@ class LiveSocket(AsyncWebsocketConsumer):
             self.viewer.user_id,
             extra=self.log_fields(),
         )
+        return True
 
     async def admit(self, user: Any) -> bool:
         """Count this socket against its cap (per user, or per anonymous client address)."""
@@ -240,14 +251,39 @@ class LiveSocket(AsyncWebsocketConsumer):
         self.end(CLOSE_INTERNAL)
 
     def too_slow(self) -> None:
-        """The outbox overflowed again and again: the page reconnects and catches up."""
-        self.end(CLOSE_TRY_AGAIN)
+        """The client does not keep up (the outbox overflowed again and again, or daphne
+        buffers too much for it): drop it; the page reconnects and catches up."""
+        if self.ending:
+            return
+        metrics.LIMIT_REFUSALS.labels("too_slow").inc()
+        socket_log.warning("socket too slow: dropped", extra=self.log_fields())
+        transport = self.transport
+        if transport is not None:
+            self.ending = True
+            self.close_code = 1006
+            self.outbox.entries.clear()
+            channels_adapter.abort(transport)  # a close frame would only queue behind the rest
+        else:
+            self.end(CLOSE_TRY_AGAIN)
 
     # The outbox's owner --------------------------------------------------------------------
 
     async def write(self, text: str) -> None:
         await self.fast_send({"type": "websocket.send", "text": text})
         self._frames_sent.inc()
+        transport = self.transport
+        if transport is not None:
+            buffered = channels_adapter.buffered_bytes(transport)
+            if buffered > settings.ROOMCAST_SOCKET_BUFFER_LIMIT:
+                self.too_slow()
+
+    @property
+    def transport(self) -> Any:
+        """daphne's transport of this socket (None under other servers): see the adapter."""
+        found = getattr(self, "_transport", False)
+        if found is False:
+            found = self._transport = channels_adapter.transport_of(self.fast_send)
+        return found
 
     async def catch_up(self, after_seq: int, at_least: int) -> tuple[str, int]:
         return "", after_seq
@@ -341,7 +377,8 @@ class RoomConsumer(LiveSocket):
         groups = [events.room_group(self.room.pk), events.SITE_GROUP]
         if signed_in:
             groups.append(events.user_group(self.user.pk))
-        await self.start_live(groups)
+        if not await self.start_live(groups):
+            return
         told = signed_in and await self.hub.enter(
             self.room.pk, self.conn_id, self.user.get_username()
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from channels import DEFAULT_CHANNEL_LAYER
@@ -196,7 +196,7 @@ class Hub:
         if self._tasks:
             return
         self.channel_name = await self.layer.new_channel("roomcast-hub.")
-        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("roomcast-hub", self._run),
             ("roomcast-hub-heartbeat", self._every(self._heartbeat, "ROOMCAST_PRESENCE_HEARTBEAT")),
             ("roomcast-hub-resync", self._every(self.resync, "ROOMCAST_RESYNC_INTERVAL")),
@@ -217,8 +217,8 @@ class Hub:
                 await task
 
     def _every(
-        self, step: Callable[[], Awaitable[None]], setting: str
-    ) -> Callable[[], Awaitable[None]]:
+        self, step: Callable[[], Coroutine[Any, Any, None]], setting: str
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
         """A loop running `step` every `setting` seconds; an error is logged, not fatal."""
 
         async def loop() -> None:

@@ -200,7 +200,7 @@ class Outbox:
         if parts:
             await self.owner.write("".join(parts))
             metrics.EVENTS_DELIVERED.inc(events)
-        self.overflows = 0
+            self.overflows = 0
         if seq is not None and (synced or seq != self.seq):
             self.seq = seq
             self.owner.written(seq)

@@ -85,7 +85,7 @@ class SharedReads:
         task = asyncio.create_task(self._run(semaphore, read), name=f"roomcast-read-{key}")
         self.in_flight[key] = task
         task.add_done_callback(lambda done: self._forget(key, done))
-        return await asyncio.shield(task)  # type: ignore[no-any-return]
+        return await asyncio.shield(task)
 
     async def _run(self, semaphore: asyncio.Semaphore, read: Callable[[], Awaitable[T]]) -> T:
         async with semaphore:
@@ -151,7 +151,8 @@ class CatchUps:
 
         async def read() -> CatchUp:
             metrics.CATCH_UP_QUERIES.inc()
-            return await database_sync_to_async(read_catch_up)(room_id, after_seq)
+            result: CatchUp = await database_sync_to_async(read_catch_up)(room_id, after_seq)
+            return result
 
         def usable(result: CatchUp) -> bool:
             return result.last_seq >= at_least or result.latest is not None

@@ -259,3 +259,5 @@ ROOMCAST_FRAME_RATE = float(os.environ.get("ROOMCAST_FRAME_RATE", 10))
 ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS = int(
     os.environ.get("ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS", 50)
 )
+# Bytes daphne may hold for a client that does not read before the socket is dropped.
+ROOMCAST_SOCKET_BUFFER_LIMIT = int(os.environ.get("ROOMCAST_SOCKET_BUFFER_LIMIT", 1 << 20))
