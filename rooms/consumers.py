@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.template.loader import render_to_string
 
-from rooms import channels_adapter, dashboard, events, fragments, limits, metrics, models
+from rooms import channels_adapter, dashboard, events, fragments, limits, metrics, models, outbox
 from rooms.channels_adapter import raw_send
 from rooms.fanout import Hub
 from rooms.fanout import hub as default_hub
@@ -145,7 +145,6 @@ class LiveSocket(AsyncWebsocketConsumer):
         self.opened_at: float | None = None
         self.close_code: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._frames_sent = metrics.FRAMES_SENT.labels(self.kind)
 
     # Opening and closing ------------------------------------------------------------------
 
@@ -270,7 +269,7 @@ class LiveSocket(AsyncWebsocketConsumer):
 
     async def write(self, text: str) -> None:
         await self.fast_send({"type": "websocket.send", "text": text})
-        self._frames_sent.inc()
+        outbox.frames_sent[self.kind] = outbox.frames_sent.get(self.kind, 0) + 1
         transport = self.transport
         if transport is not None:
             buffered = channels_adapter.buffered_bytes(transport)

@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from rooms import clock as clocks
-from rooms import events, fragments, presence, sequence
+from rooms import events, fragments, outbox, presence, sequence
 from rooms.clock import Clock
 from rooms.limits import Limits
 from rooms.outbox import supervise
@@ -353,6 +353,7 @@ class Hub:
         out of every room that still has a socket somewhere, within TTL + one heartbeat.
         """
         assert self.tracker is not None and self.limits is not None
+        outbox.flush_counts()
         await self.tracker.refresh(list(self.room_ids().values()))
         await self.limits.refresh_sockets(self.socket_keys)
         # Re-joining refreshes group membership on layers that expire it.

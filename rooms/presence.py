@@ -218,13 +218,17 @@ def hit_from_sync_code(key: str, window: float) -> int:
         try:
             return await store.hit(key, window)
         except STORE_ERRORS:
-            # Fail closed: the view refuses rather than writes unlimited.
-            logger.warning("rate limit store unavailable", exc_info=True)
-            return 1 << 30
+            # Fail closed: count in this process while the shared store is away.
+            logger.warning("rate limit store unavailable: counting in this process", exc_info=True)
+            return await _sync_fallback.hit(key, window)
         finally:
             await store.close()
 
     return async_to_sync(hit)()
+
+
+# The process's own counts for sync code (views) while the shared store is away.
+_sync_fallback = MemoryStore(private=True)
 
 
 def forget_everything() -> None:

@@ -273,9 +273,12 @@ class LiveClient:
 
 
 def presence_of(fragment: Fragment) -> list[str] | None:
-    if not fragment.has_target("presence"):
+    """The presence list a frame leaves on the page: its last presence swap (a frame may
+    batch several), or None if it has none."""
+    swaps = [swap for swap in fragment.swaps if swap.id == "presence"]
+    if not swaps:
         return None
-    return [li.get_text() for li in fragment.target("presence").select("li:not(.empty)")]
+    return [li.get_text() for li in swaps[-1].select("li:not(.empty)")]
 
 
 def stalled_socket(server: Server, slug: str, sync: bool = False) -> socket.socket:
