@@ -76,3 +76,9 @@ def buffered_bytes(transport: Any) -> int:
 def abort(transport: Any) -> None:
     """Drop the connection now, and with it everything buffered for it."""
     transport.abortConnection()
+
+
+def stop_reading(transport: Any) -> None:
+    """Read nothing more from this client (a flooder being closed): what it still sends
+    waits in the kernel's small buffer instead of daphne's unbounded queue."""
+    transport.pauseProducing()

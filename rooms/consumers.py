@@ -306,6 +306,9 @@ class LiveSocket(AsyncWebsocketConsumer):
         if not self.ending:
             metrics.LIMIT_REFUSALS.labels("frames").inc()
             socket_log.warning("socket over its frame budget", extra=self.log_fields())
+            transport = self.transport
+            if transport is not None:  # daphne: stop taking its frames in at once
+                channels_adapter.stop_reading(transport)
             self.end(CLOSE_FLOOD, fragments.message_error(limits.FLOOD) + notice(limits.FLOOD))
         return False
 

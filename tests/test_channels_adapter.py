@@ -37,3 +37,27 @@ def test_raw_send_leaves_any_other_send_alone():
         pass
 
     assert channels_adapter.raw_send(plain_send) is plain_send
+
+
+def test_daphne_send_is_a_partial_of_handle_reply_on_the_protocol():
+    from daphne.server import Server
+
+    source = inspect.getsource(Server.create_application)
+    assert "send=partial(self.handle_reply, protocol)" in source
+
+
+def test_twisted_tcp_transport_has_what_the_adapter_reads():
+    from twisted.internet import tcp
+    from twisted.internet.abstract import FileDescriptor
+
+    assert issubclass(tcp.Server, FileDescriptor)
+    for name in ("dataBuffer", "offset", "abortConnection", "pauseProducing"):
+        assert hasattr(tcp.Server, name), name
+    assert "self._tempDataLen += len(data)" in inspect.getsource(FileDescriptor.write)
+
+
+def test_buffered_bytes_counts_what_the_client_has_not_taken():
+    from types import SimpleNamespace
+
+    transport = SimpleNamespace(dataBuffer=b"x" * 100, offset=40, _tempDataLen=7)
+    assert channels_adapter.buffered_bytes(transport) == 67
