@@ -268,13 +268,14 @@ class LiveSocket(AsyncWebsocketConsumer):
     # The outbox's owner --------------------------------------------------------------------
 
     async def write(self, text: str) -> None:
+        transport = self.transport
+        # What earlier frames left unread (measured before this one joins it).
+        limit = settings.ROOMCAST_SOCKET_BUFFER_LIMIT
+        if transport is not None and channels_adapter.buffered_bytes(transport) > limit:
+            self.too_slow()
+            return
         await self.fast_send({"type": "websocket.send", "text": text})
         outbox.frames_sent[self.kind] = outbox.frames_sent.get(self.kind, 0) + 1
-        transport = self.transport
-        if transport is not None:
-            buffered = channels_adapter.buffered_bytes(transport)
-            if buffered > settings.ROOMCAST_SOCKET_BUFFER_LIMIT:
-                self.too_slow()
 
     @property
     def transport(self) -> Any:
