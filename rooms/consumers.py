@@ -1,8 +1,11 @@
-"""The sockets: a room page's socket, and the socket every other page opens for its user.
+"""The sockets: protocol glue between a page's WebSocket and the live core.
 
-Both take events from the process's fan-out hub (`deliver`) and render them through the
-hub's per-event cache, keyed by viewer variant. Frames from the page are the JSON the htmx
-ws extension sends for a `ws-send` form; its `action` field says what the form is for.
+A consumer parses each frame the page sends (the JSON the htmx ws extension sends for a
+`ws-send` form; its `action` field says what the form is for), checks it against the
+socket's budget, calls the write helpers, and answers with a fragment. Events from the
+process's fan-out hub (`deliver`) are rendered through the hub's per-event cache, keyed by
+viewer variant, and put in the socket's own outbox (rooms/outbox.py), whose supervised
+writer sends them, batched, in order, caught up from the database when needed.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ import asyncio
 import json
 import logging
 import uuid
+from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
+from django.template.loader import render_to_string
 
-from rooms import dashboard, events, fragments, models
+from rooms import channels_adapter, dashboard, events, fragments, limits, metrics, models, outbox
+from rooms.channels_adapter import raw_send
 from rooms.fanout import Hub
 from rooms.fanout import hub as default_hub
 from rooms.forms import MessageActionForm, MessageForm, SyncForm
@@ -32,44 +39,59 @@ from rooms.models import (
     unread_counts,
     visible_rooms,
 )
+from rooms.outbox import Outbox, supervise
+from rooms.presence import STORE_ERRORS
+from rooms.sequence import CatchUp
 
 logger = logging.getLogger(__name__)
+socket_log = logging.getLogger("rooms.sockets")
 
-# Application close codes (4000-4999). The htmx ws extension reconnects only after
-# 1006, 1011, 1012 and 1013, so these end the page's attempts, as they should.
+# Close codes. The htmx ws extension reconnects only after 1006, 1011, 1012 and 1013, so
+# the application codes (4000-4999) end the page's attempts, as they should; 1011 (a
+# failure of ours) and 1013 (too slow, or the database is away) bring the page back, and
+# it catches up.
 CLOSE_UNKNOWN_ROOM = 4404
+CLOSE_NOT_FOUND = 4404
 CLOSE_FORBIDDEN = 4403
+CLOSE_REVOKED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
+CLOSE_FLOOD = 4429
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 
-TOO_MANY_SOCKETS = "You have too many pages open: close some, then reload this one."
-SLOW_DOWN = "Slow down: you are sending messages too fast. Wait a few seconds and try again."
+TOO_MANY_SOCKETS = limits.TOO_MANY_SOCKETS
+SLOW_DOWN = limits.SLOW_DOWN
+NOT_SAVED = "Not saved: try again."
+LOG_IN_TO_EDIT = "Log in to edit messages."
 
-# A frame longer than this is refused before it is parsed.
+# A frame longer than this many bytes (UTF-8) is refused before it is parsed.
 MAX_FRAME_BYTES = 32 * 1024
-# Events held for a socket that is catching up; past this it catches up again instead.
-BACKLOG_LIMIT = 1000
 
 
 class FrameError(Exception):
     """A frame or an action the socket refuses; the text is shown to the user."""
 
 
-def parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict:
+class Forbidden(Exception):
+    """The user may no longer use this room."""
+
+
+def parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
     """Decode what the htmx ws extension sends: a JSON object of form fields."""
     if text_data is None:
         raise FrameError("Binary frames are not accepted: send the form as text.")
-    if len(text_data) > MAX_FRAME_BYTES:
+    if limits.frame_too_large(text_data, MAX_FRAME_BYTES):
         raise FrameError(f"That frame is too large (more than {MAX_FRAME_BYTES} bytes).")
     try:
         payload = json.loads(text_data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         raise FrameError("Could not read that: the frame is not JSON.") from None
     if not isinstance(payload, dict):
         raise FrameError("Could not read that: the frame is not a JSON object of form fields.")
     return payload
 
 
-def message_text(payload: dict) -> str:
+def message_text(payload: dict[str, Any]) -> str:
     """The validated `message` field of a frame."""
     message = payload.get("message")
     if message is not None and not isinstance(message, str):
@@ -77,41 +99,250 @@ def message_text(payload: dict) -> str:
     form = MessageForm(data={"message": message})
     if not form.is_valid():
         raise FrameError(form.errors["message"][0])
-    return form.cleaned_data["message"]
+    body: str = form.cleaned_data["message"]
+    try:
+        body.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") cannot be stored
+        raise FrameError("That message has characters that cannot be stored.") from None
+    return body
 
 
-def message_id(payload: dict) -> int:
+def message_id(payload: dict[str, Any]) -> int:
     """The validated `message_id` field of a frame."""
     form = MessageActionForm(data={"message_id": payload.get("message_id")})
     if not form.is_valid():
         raise FrameError("That message does not exist.")
-    return form.cleaned_data["message_id"]
+    return int(form.cleaned_data["message_id"])
 
 
-class RoomConsumer(AsyncWebsocketConsumer):
-    """One browser tab in one room."""
+def notice(text: str) -> str:
+    """A notice toast (every page has the toast area)."""
+    return render_to_string("base.html#notice_toast", {"text": text})
 
+
+class LiveSocket(AsyncWebsocketConsumer):
+    """What every socket kind shares: its outbox and writer, its budget, closing on
+    revocation, and the open/close log lines and metrics."""
+
+    kind = "room"
     # Sockets receive events through the process's hub, not a channel each.
     channel_layer_alias = None
 
-    def __init__(self, hub: Hub | None = None, **kwargs) -> None:
+    def __init__(self, hub: Hub | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hub = hub or default_hub
-        self.room: Room | None = None
-        self.viewer = Viewer()
         self.conn_id = uuid.uuid4().hex
+        self.label = self.conn_id[:12]
+        self.room_label = "-"
+        self.viewer = Viewer()
+        self.outbox = Outbox(
+            self, settings.ROOMCAST_OUTBOX_LIMIT, settings.ROOMCAST_OUTBOX_MAX_OVERFLOWS
+        )
+        self.budget = limits.frame_budget(self.hub.clock)
         self.groups_joined: list[str] = []
-        self.last_seq = 0
-        # Until the page says what it shows, numbered events wait in the backlog.
-        self.syncing = True
+        self.socket_key: str | None = None
+        self.ending = False
+        self.opened_at: float | None = None
+        self.close_code: int | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # Opening and closing ------------------------------------------------------------------
+
+    async def start_live(self, groups: list[str]) -> bool:
+        """Start the writer, join the hub's groups, count and log the open socket.
+
+        False (the socket is closed with 1013, and the page retries) if the channel layer
+        is unreachable (Redis away).
+        """
+        self.outbox.start(f"roomcast-writer-{self.label}")
+        self.groups_joined = groups
+        try:
+            for group in groups:
+                await self.hub.join(group, self)
+        except STORE_ERRORS:
+            logger.warning("the channel layer is unreachable: socket asked to retry", exc_info=True)
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return False
+        self.opened_at = self.hub.clock.now()
+        metrics.SOCKETS_OPEN.labels(self.kind).inc()
+        socket_log.info(
+            "socket open: %s %s user %s",
+            self.kind,
+            self.room_label,
+            self.viewer.user_id,
+            extra=self.log_fields(),
+        )
+        return True
+
+    async def admit(self, user: Any) -> bool:
+        """Count this socket against its cap (per user, or per anonymous client address)."""
+        if user.is_authenticated:
+            key = limits.user_sockets_key(user.pk)
+            cap = settings.ROOMCAST_MAX_SOCKETS_PER_USER
+        else:
+            client = self.scope.get("client") or ("unknown", 0)
+            key = limits.address_sockets_key(str(client[0]))
+            cap = settings.ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS
+        if await self.hub.open_socket(key, self.conn_id, cap):
+            self.socket_key = key
+            return True
+        return False
+
+    async def stop_live(self, code: int) -> None:
+        """Stop the writer, leave the hub, free the socket's place; log the close."""
+        await self.outbox.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.socket_key is not None:
+            await self.hub.close_socket(self.socket_key, self.conn_id)
+            self.socket_key = None
+        for group in self.groups_joined:
+            await self.hub.leave(group, self)
+        self.groups_joined = []
+        if self.opened_at is not None:
+            duration = self.hub.clock.now() - self.opened_at
+            self.opened_at = None
+            code = self.close_code or code
+            metrics.SOCKETS_OPEN.labels(self.kind).dec()
+            metrics.SOCKET_CLOSES.labels(self.kind, str(code)).inc()
+            socket_log.info(
+                "socket closed: %s %s user %s after %.1fs, code %s",
+                self.kind,
+                self.room_label,
+                self.viewer.user_id,
+                duration,
+                code,
+                extra={**self.log_fields(), "duration": round(duration, 3), "code": code},
+            )
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "socket": self.label,
+            "kind": self.kind,
+            "room": self.room_label,
+            "user": self.viewer.user_id,
+        }
+
+    def end(self, code: int, text: str | None = None) -> None:
+        """Close the socket (once), after sending `text`; never waits (fan-out safe)."""
+        if self.ending:
+            return
+        self.ending = True
+        self.close_code = code
+        self.spawn(self._end(code, text), "end")
+
+    async def _end(self, code: int, text: str | None) -> None:
+        await self.outbox.stop()
+        if text:
+            await self.send(text_data=text)
+        await self.close(code=code)
+
+    def spawn(self, coroutine: Any, what: str) -> asyncio.Task[Any]:
+        """Start a task owned by this socket: kept until done, failures logged."""
+        task = asyncio.create_task(coroutine, name=f"roomcast-{what}-{self.label}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        supervise(task, self)
+        return task
+
+    def fail(self) -> None:
+        """A task of this socket failed (logged already): close it; the page reconnects."""
+        self.end(CLOSE_INTERNAL)
+
+    def too_slow(self) -> None:
+        """The client does not keep up (the outbox overflowed again and again, or daphne
+        buffers too much for it): drop it; the page reconnects and catches up."""
+        if self.ending:
+            return
+        metrics.LIMIT_REFUSALS.labels("too_slow").inc()
+        socket_log.warning("socket too slow: dropped", extra=self.log_fields())
+        transport = self.transport
+        if transport is not None:
+            self.ending = True
+            self.close_code = 1006
+            self.outbox.entries.clear()
+            channels_adapter.abort(transport)  # a close frame would only queue behind the rest
+        else:
+            self.end(CLOSE_TRY_AGAIN)
+
+    # The outbox's owner --------------------------------------------------------------------
+
+    async def write(self, text: str) -> None:
+        transport = self.transport
+        # What earlier frames left unread (measured before this one joins it).
+        limit = settings.ROOMCAST_SOCKET_BUFFER_LIMIT
+        if transport is not None and channels_adapter.buffered_bytes(transport) > limit:
+            self.too_slow()
+            return
+        await self.fast_send({"type": "websocket.send", "text": text})
+        outbox.frames_sent[self.kind] = outbox.frames_sent.get(self.kind, 0) + 1
+
+    @property
+    def transport(self) -> Any:
+        """daphne's transport of this socket (None under other servers): see the adapter."""
+        found = getattr(self, "_transport", False)
+        if found is False:
+            found = self._transport = channels_adapter.transport_of(self.fast_send)
+        return found
+
+    async def catch_up(self, after_seq: int, at_least: int) -> tuple[str, int]:
+        return "", after_seq
+
+    def snapshot(self) -> str:
+        return ""
+
+    def written(self, seq: int) -> None:
+        pass
+
+    def beat(self, html: str) -> None:
+        """The live beat: the connection status, re-sent every ROOMCAST_LIVE_BEAT."""
+        self.outbox.put(None, None, html)
+
+    # Frames from the page ------------------------------------------------------------------
+
+    def within_budget(self) -> bool:
+        """Count one inbound frame (of any kind); past the budget, say why and close."""
+        if self.budget.take():
+            return True
+        if not self.ending:
+            metrics.LIMIT_REFUSALS.labels("frames").inc()
+            socket_log.warning("socket over its frame budget", extra=self.log_fields())
+            transport = self.transport
+            if transport is not None:  # daphne: stop taking its frames in at once
+                channels_adapter.stop_reading(transport)
+            self.end(CLOSE_FLOOD, fragments.message_error(limits.FLOOD) + notice(limits.FLOOD))
+        return False
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """A socket that only listens still counts what it is sent."""
+        self.within_budget()
+
+    # Events common to every socket kind ---------------------------------------------------
+
+    def on_user_revoked(self, event: dict[str, Any]) -> None:
+        if event["user"] == self.viewer.user_id:
+            self.end(CLOSE_REVOKED, notice(event.get("reason") or "You were signed out."))
+
+
+class RoomConsumer(LiveSocket):
+    """One browser tab in one room."""
+
+    kind = "room"
+
+    def __init__(self, hub: Hub | None = None, **kwargs: Any) -> None:
+        super().__init__(hub, **kwargs)
+        self.room: Room | None = None
+        self.time_zone = "UTC"
         self.synced_once = False
-        self.backlog: list[tuple[int, int, str]] = []
-        self.backlog_overflowed = False
-        self.catch_up_task: asyncio.Task | None = None
         self.typists_shown: tuple[str, ...] = ()
         self.read_seq = 0
-        self.read_timer: asyncio.TimerHandle | None = None
-        self.read_task: asyncio.Task | None = None
+        self.read_now = False
+        self.read_timer: Any = None
+
+    @property
+    def last_seq(self) -> int:
+        """The last room event the page shows (0 until it has synced)."""
+        return self.outbox.seq or 0
 
     # Connection -------------------------------------------------------------------------
 
@@ -119,7 +350,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Called when the socket opens: check the room, then join its fan-out."""
         self.fast_send = raw_send(self.base_send)
         self.user = self.scope["user"]
-        self.room, allowed = await room_for(self.scope["url_route"]["kwargs"]["slug"], self.user)
+        try:
+            self.room, allowed, self.time_zone = await room_for(
+                self.scope["url_route"]["kwargs"]["slug"], self.user
+            )
+        except DatabaseError:
+            logger.warning("the database is unavailable: socket asked to retry", exc_info=True)
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         # Accept first so the close code reaches the page (a refused handshake has none).
         await self.accept()
         if self.room is None:
@@ -128,65 +367,58 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if not allowed:
             await self.close(code=CLOSE_FORBIDDEN, reason="You may not enter this room.")
             return
-        signed_in = self.user.is_authenticated
-        if signed_in and not await self.hub_admits(self.hub, self.user, self.conn_id):
-            await self.send(text_data=fragments.message_error(TOO_MANY_SOCKETS))
-            await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=TOO_MANY_SOCKETS)
+        self.room_label = self.room.slug
+        if not await self.admit(self.user):
+            text = TOO_MANY_SOCKETS if self.user.is_authenticated else limits.TOO_MANY_ANONYMOUS
+            await self.send(text_data=fragments.message_error(text))
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=text)
             return
-        self.viewer = Viewer(
-            user_id=self.user.pk if signed_in else None,
-            moderator=self.room.is_moderator(self.user),
+        signed_in = self.user.is_authenticated
+        self.viewer = make_viewer(
+            self.user.pk if signed_in else None, self.room.is_moderator(self.user), self.time_zone
         )
-        self.groups_joined = [events.room_group(self.room.pk), events.SITE_GROUP]
+        groups = [events.room_group(self.room.pk), events.SITE_GROUP]
         if signed_in:
-            self.groups_joined.append(events.user_group(self.user.pk))
-        for group in self.groups_joined:
-            await self.hub.join(group, self)
+            groups.append(events.user_group(self.user.pk))
+        if not await self.start_live(groups):
+            return
         told = signed_in and await self.hub.enter(
             self.room.pk, self.conn_id, self.user.get_username()
         )
         if not told:  # nobody new is listed, so no broadcast brings this page the list
-            await self.send(text_data=fragments.presence(await self.hub.present(self.room.pk)))
+            self.outbox.put(None, None, fragments.presence(await self.hub.present(self.room.pk)))
 
     async def disconnect(self, code: int) -> None:
         """Called when the socket closes: leave presence and the fan-out."""
-        if self.catch_up_task is not None:
-            self.catch_up_task.cancel()
-        if not self.groups_joined:
-            return
-        if self.viewer.user_id is not None:
-            await self.hub.exit(self.room.pk, self.conn_id)
-            await self.hub.close_socket(self.user.pk, self.conn_id)
-        for group in self.groups_joined:
-            await self.hub.leave(group, self)
-        self.groups_joined = []
         if self.read_timer is not None:
             self.read_timer.cancel()
-        await self.flush_read()
+        if self.room is not None and self.groups_joined and self.viewer.user_id is not None:
+            await self.hub.exit(self.room.pk, self.conn_id)
+        await self.stop_live(code)
+        if self.room is not None:
+            try:
+                await self.flush_read()
+            except DatabaseError:
+                logger.warning("could not store the read marker", exc_info=True)
 
-    @staticmethod
-    async def hub_admits(hub: Hub, user, conn_id: str) -> bool:
-        """Count this socket against the user's cap on open sockets (all processes)."""
-        if await hub.open_socket(user.pk, conn_id) <= settings.ROOMCAST_MAX_SOCKETS_PER_USER:
-            return True
-        await hub.close_socket(user.pk, conn_id)
-        return False
+    def refuse(self) -> None:
+        """This user may no longer be here: say so on the page and close the socket."""
+        assert self.room is not None
+        self.end(CLOSE_FORBIDDEN, fragments.removed_from_room(self.room.title))
 
     async def check_rate(self) -> None:
         """Refuse a write past the user's rate limit (shared by all their sockets)."""
-        count = await self.hub.hit(f"posts:{self.user.pk}", settings.ROOMCAST_POST_RATE_WINDOW)
-        if count > settings.ROOMCAST_POST_RATE_LIMIT:
+        self.hub.bound()
+        assert self.hub.limits is not None
+        if not await self.hub.limits.write_allowed(self.user.pk):
             raise FrameError(SLOW_DOWN)
-
-    async def refuse(self) -> None:
-        """This user may no longer be here: say so on the page and close the socket."""
-        await self.send(text_data=fragments.removed_from_room(self.room.title))
-        await self.close(code=CLOSE_FORBIDDEN, reason="You may not enter this room.")
 
     # Frames from the page ---------------------------------------------------------------
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the page: do what its `action` asks."""
+        if not self.within_budget() or self.ending:
+            return
         try:
             payload = parse_frame(text_data, bytes_data)
             action = payload.get("action")
@@ -199,9 +431,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except FrameError as error:
             await self.send(text_data=fragments.message_error(str(error)))
         except Forbidden:
-            await self.refuse()
+            self.refuse()
+        except DatabaseError:
+            logger.warning("the database is unavailable: %s not saved", self.label, exc_info=True)
+            await self.send(text_data=fragments.message_error(NOT_SAVED))
 
-    async def do_sync(self, payload: dict) -> None:
+    async def do_sync(self, payload: dict[str, Any]) -> None:
         """The page reports its last event: send what it missed, then go live."""
         form = SyncForm(data={"last_seq": payload.get("last_seq")})
         if not form.is_valid():
@@ -209,98 +444,104 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if self.synced_once:
             return  # one report per connection; later ones describe a page we already fed
         self.synced_once = True
-        await self.catch_up(form.cleaned_data["last_seq"])
+        self.read_now = True  # the read marker moves as soon as the catch-up is written
+        self.outbox.sync(form.cleaned_data["last_seq"])
         if payload.get("live") == "0":  # the page still has its no-socket form and poller
             await self.send(text_data=fragments.go_live(self.viewer.user_id is not None))
-        await self.flush_read()
+        status = getattr(fragments, "connection_status", None)
+        if status is not None:
+            self.outbox.put(None, None, status())
 
-    async def do_post(self, payload: dict) -> None:
+    async def do_post(self, payload: dict[str, Any]) -> None:
         """Validate and store a message; the broadcast brings it to every page."""
         if self.viewer.user_id is None:
             raise FrameError("Log in to post messages.")
         body = message_text(payload)
+        key = payload.get("client_key")
         await self.check_rate()
-        await database_sync_to_async(post_as)(self.room, self.user, body)
+        await database_sync_to_async(post_as)(
+            self.room, self.user, body, key if isinstance(key, str) else None
+        )
         await self.send(text_data=fragments.message_form_reset())
 
-    async def do_typing(self, payload: dict) -> None:
+    async def do_typing(self, payload: dict[str, Any]) -> None:
         """The user typed: tell the others, at most once per throttle window."""
         if self.viewer.user_id is None:
             return
+        assert self.room is not None
         key = f"typing:{self.room.pk}:{self.user.pk}"
         if await self.hub.first_in(key, settings.ROOMCAST_TYPING_THROTTLE):
             event = events.typing_event(self.room.pk, self.user.pk, self.user.get_username(), True)
             await self.hub.publish(event)
 
-    async def do_edit(self, payload: dict) -> None:
+    async def do_edit(self, payload: dict[str, Any]) -> None:
         """Turn one of the user's messages into its edit form, on this page only."""
+        if self.viewer.user_id is None:
+            raise FrameError(LOG_IN_TO_EDIT)
         message = await self.message(payload)
         if not message.can_edit(self.user):
             raise FrameError("You can only edit your own messages.")
         await self.send(text_data=fragments.message_editor(message.as_event()))
 
-    async def do_cancel(self, payload: dict) -> None:
+    async def do_cancel(self, payload: dict[str, Any]) -> None:
         """Put the message back in place of its edit form."""
         message = await self.message(payload)
         await self.send(text_data=fragments.message(message.as_event(), self.viewer))
 
-    async def do_save(self, payload: dict) -> None:
+    async def do_save(self, payload: dict[str, Any]) -> None:
         """Store an edit; the broadcast replaces the message on every page."""
+        if self.viewer.user_id is None:
+            raise FrameError(LOG_IN_TO_EDIT)
         pk, body = message_id(payload), message_text(payload)
         await self.check_rate()
         await database_sync_to_async(edit_as)(self.room, self.user, pk, body)
 
-    async def do_delete(self, payload: dict) -> None:
+    async def do_delete(self, payload: dict[str, Any]) -> None:
         """Turn a message into a tombstone on every page."""
         if self.viewer.user_id is not None:
             await self.check_rate()
         await database_sync_to_async(delete_as)(self.room, self.user, message_id(payload))
 
-    async def message(self, payload: dict) -> Message:
+    async def message(self, payload: dict[str, Any]) -> Message:
         message = await database_sync_to_async(find_message)(self.room, message_id(payload))
         if message is None:
             raise FrameError("That message is not in this room.")
         return message
 
-    # Events from the hub ----------------------------------------------------------------
+    # Events from the hub (never await: render through the cache, put in the outbox) -----
 
-    async def deliver(self, event: dict, cache: dict) -> None:
+    def deliver(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         """Called by the hub with each event of this socket's groups."""
         handler = ROOM_EVENTS.get(event["type"])
         if handler is not None:
-            await handler(self, event, cache)
+            handler(self, event, cache)
 
-    async def on_message(self, event: dict, cache: dict) -> None:
+    def on_message(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         message, seq = event["message"], event["seq"]
         key = (events.MESSAGE, self.viewer.message_variant(message))
         text = cache.get(key)
         if text is None:
             text = cache[key] = fragments.new_messages([message], self.viewer, seq)
-        await self.offer(seq, seq, text)
+        self.outbox.put(seq, seq, text)
 
-    async def on_message_changed(self, event: dict, cache: dict) -> None:
+    def on_message_changed(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         message, seq = event["message"], event["seq"]
         key = (events.MESSAGE_CHANGED, self.viewer.message_variant(message))
         text = cache.get(key)
         if text is None:
             text = cache[key] = fragments.changed_messages([message], self.viewer, seq)
-        await self.offer(seq, seq, text)
+        self.outbox.put(seq, seq, text)
 
-    async def on_batch(self, event: dict, cache: dict) -> None:
-        after, seq = event["after"], event["seq"]
-        key = (events.BATCH, self.viewer)
-        text = cache.get(key)
-        if text is None:
-            text = cache[key] = fragments.catch_up(after, event["messages"], self.viewer, seq)
-        await self.offer(after + 1, seq, text)
+    def on_behind(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        self.outbox.hint(event["seq"])
 
-    async def on_presence(self, event: dict, cache: dict) -> None:
+    def on_presence(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         text = cache.get(events.PRESENCE)
         if text is None:
             text = cache[events.PRESENCE] = fragments.presence(event["names"])
-        await self.send(text_data=text)
+        self.outbox.put(None, None, text)
 
-    async def on_typists(self, event: dict, cache: dict) -> None:
+    def on_typists(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         # Never show people their own typing: one render per distinct list.
         names = tuple(name for uid, name in event["typists"] if uid != self.viewer.user_id)
         if names == self.typists_shown:
@@ -310,84 +551,73 @@ class RoomConsumer(AsyncWebsocketConsumer):
         text = cache.get(key)
         if text is None:
             text = cache[key] = fragments.typing(list(names))
-        await self.send(text_data=text)
+        self.outbox.put(None, None, text)
 
-    async def on_fragment(self, event: dict, cache: dict) -> None:
-        await self.send(text_data=event["html"])
+    def on_fragment(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        self.outbox.put(None, None, event["html"])
 
-    async def on_member_removed(self, event: dict, cache: dict) -> None:
+    def on_member_removed(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         if event["user"] == self.viewer.user_id:
-            await self.refuse()
+            self.refuse()
 
-    async def on_mention(self, event: dict, cache: dict) -> None:
+    def on_access(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        if self.viewer.user_id not in event["allowed"]:
+            self.refuse()
+
+    def on_mention(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        assert self.room is not None
         if event["room_slug"] != self.room.slug:  # here the message itself shows it
-            await self.send(text_data=fragments.mention_toast(event))
+            self.outbox.put(None, None, fragments.mention_toast(event))
 
-    # Sequence and catch-up --------------------------------------------------------------
+    def on_revoked(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        self.on_user_revoked(event)
 
-    async def offer(self, first: int, last: int, text: str) -> None:
-        """Take the fragment for the room's events numbered first..last, in arrival order."""
-        if self.syncing:
-            self.backlog.append((first, last, text))
-            if len(self.backlog) > BACKLOG_LIMIT:
-                self.backlog.clear()
-                self.backlog_overflowed = True
-        elif last <= self.last_seq:
-            return  # the page has it already
-        elif first == self.last_seq + 1:
-            self.last_seq = last
-            await self.fast_send({"type": "websocket.send", "text": text})
-            self.note_read()
+    # The outbox's owner: catch-up, state after an overflow, read marker -----------------
+
+    async def catch_up(self, after_seq: int, at_least: int) -> tuple[str, int]:
+        """What the page lacks after `after_seq` (one read shared by the room's sockets
+        asking for the same range), re-checking that the user may still read the room."""
+        assert self.room is not None
+        result = await self.hub.catch_ups.fetch(self.room.pk, after_seq, at_least)
+        if not result.may_read(self.viewer.user_id):
+            self.refuse()
+            return "", after_seq
+        return result.render(self.viewer, self.render_catch_up), result.last_seq
+
+    def render_catch_up(self, result: CatchUp) -> str:
+        return fragments.catch_up_or_history(
+            result.after, result.missed, result.latest, self.viewer, result.last_seq
+        )
+
+    def snapshot(self) -> str:
+        """After an overflow: who is here (as this process last heard), and who types."""
+        assert self.room is not None
+        names = self.hub.names(self.room.pk)
+        parts = [fragments.presence(names)] if names is not None else []
+        group = events.room_group(self.room.pk)
+        typists = [n for uid, n in self.hub.typing.typists(group) if uid != self.viewer.user_id]
+        self.typists_shown = tuple(typists)
+        parts.append(fragments.typing(typists))
+        return "".join(parts)
+
+    def written(self, seq: int) -> None:
+        if self.read_now:
+            self.read_now = False
+            self.spawn(self.flush_read(), "read-marker")
         else:
-            # This page missed an event: fetch from the database what it lacks.
-            self.syncing = True
-            self.catch_up_task = asyncio.create_task(self.catch_up(self.last_seq))
-
-    async def catch_up(self, after_seq: int) -> None:
-        """Bring the page up to date from the database, then deliver what waited meanwhile."""
-        self.syncing = True
-        while True:
-            self.backlog_overflowed = False
-            await self.send_missed(after_seq)
-            while self.backlog and not self.backlog_overflowed:
-                waiting, self.backlog = sorted(self.backlog), []
-                for first, last, text in waiting:
-                    if last <= self.last_seq:
-                        continue
-                    if first != self.last_seq + 1:
-                        self.backlog_overflowed = True  # a gap: read the database again
-                        break
-                    self.last_seq = last
-                    await self.send(text_data=text)
-            if not self.backlog_overflowed:
-                self.syncing = False
-                self.note_read()
-                return
-            self.backlog.clear()
-            after_seq = self.last_seq
-
-    async def send_missed(self, after_seq: int) -> None:
-        """Send what changed after `after_seq`, or the whole history if too far behind."""
-        missed, latest, last_seq = await missed_changes(self.room.pk, after_seq)
-        if latest is not None:
-            await self.send(text_data=fragments.message_history(latest, self.viewer, last_seq))
-        elif missed:
-            await self.send(text_data=fragments.catch_up(after_seq, missed, self.viewer, last_seq))
-        self.last_seq = last_seq
-
-    # Read marker ------------------------------------------------------------------------
+            self.note_read()
 
     def note_read(self) -> None:
         """The page shows new events: write the read marker soon (at most once per interval)."""
         if self.viewer.user_id is None or self.read_timer is not None:
             return
-        self.read_timer = asyncio.get_running_loop().call_later(
+        self.read_timer = self.hub.clock.call_later(
             settings.ROOMCAST_READ_MARK_INTERVAL, self._read_timer_fired
         )
 
     def _read_timer_fired(self) -> None:
         self.read_timer = None
-        self.read_task = asyncio.get_running_loop().create_task(self.flush_read())
+        self.spawn(self.flush_read(), "read-marker")
 
     async def flush_read(self) -> None:
         if self.viewer.user_id is None or self.last_seq <= self.read_seq:
@@ -409,125 +639,199 @@ ACTIONS = {
 ROOM_EVENTS = {
     events.MESSAGE: RoomConsumer.on_message,
     events.MESSAGE_CHANGED: RoomConsumer.on_message_changed,
-    events.BATCH: RoomConsumer.on_batch,
+    events.BEHIND: RoomConsumer.on_behind,
     events.PRESENCE: RoomConsumer.on_presence,
     events.TYPISTS: RoomConsumer.on_typists,
     events.MEMBER_REMOVED: RoomConsumer.on_member_removed,
+    events.ACCESS: RoomConsumer.on_access,
     events.MENTION: RoomConsumer.on_mention,
     events.FRAGMENT: RoomConsumer.on_fragment,
+    events.USER_REVOKED: RoomConsumer.on_revoked,
 }
 
 
 # Events after which the room list reads a room's unread count again from the database.
-RECOUNT_AFTER = {events.READ, events.BATCH}
+RECOUNT_AFTER = {events.READ, events.BEHIND}
 
 
-class UserConsumer(AsyncWebsocketConsumer):
+class UserConsumer(LiveSocket):
     """The socket of a page that is not a room: mention toasts, and on the room list,
     live unread counts (`/ws/me/?unread=1`)."""
 
-    channel_layer_alias = None
+    kind = "user"
 
-    def __init__(self, hub: Hub | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.hub = hub or default_hub
-        self.groups_joined: list[str] = []
+    def __init__(self, hub: Hub | None = None, **kwargs: Any) -> None:
+        super().__init__(hub, **kwargs)
         self.unread: dict[int, int] = {}
 
     async def connect(self) -> None:
+        self.fast_send = raw_send(self.base_send)
         self.user = self.scope["user"]
         await self.accept()
         if not self.user.is_authenticated:
             await self.close(code=CLOSE_FORBIDDEN, reason="Log in first.")
             return
-        self.conn_id = uuid.uuid4().hex
-        if not await RoomConsumer.hub_admits(self.hub, self.user, self.conn_id):
+        if not await self.admit(self.user):
             await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=TOO_MANY_SOCKETS)
             return
-        self.groups_joined = [events.user_group(self.user.pk), events.SITE_GROUP]
+        self.viewer = Viewer(user_id=self.user.pk)
+        groups = [events.user_group(self.user.pk), events.SITE_GROUP]
         query = parse_qs(self.scope.get("query_string", b"").decode())
         if query.get("unread"):
-            self.unread = await database_sync_to_async(my_unread_counts)(self.user)
-            self.groups_joined += [events.room_group(room_id) for room_id in self.unread]
-        for group in self.groups_joined:
-            await self.hub.join(group, self)
+            try:
+                self.unread = await database_sync_to_async(my_unread_counts)(self.user)
+            except DatabaseError:
+                await self.close(code=CLOSE_TRY_AGAIN)
+                return
+            groups += [events.room_group(room_id) for room_id in self.unread]
+        self.outbox.sync(0)  # nothing numbered: events leave as they come
+        await self.start_live(groups)
 
     async def disconnect(self, code: int) -> None:
-        if self.groups_joined:
-            await self.hub.close_socket(self.user.pk, self.conn_id)
-        for group in self.groups_joined:
-            await self.hub.leave(group, self)
-        self.groups_joined = []
+        await self.stop_live(code)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        pass  # this socket only listens
-
-    async def deliver(self, event: dict, cache: dict) -> None:
+    def deliver(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         kind = event["type"]
         if kind == events.FRAGMENT:
-            await self.send(text_data=event["html"])
+            self.outbox.put(None, None, event["html"])
         elif kind == events.MENTION:
-            await self.send(text_data=fragments.mention_toast(event))
+            text = cache.get(kind)
+            if text is None:
+                text = cache[kind] = fragments.mention_toast(event)
+            self.outbox.put(None, None, text)
         elif kind == events.MESSAGE:
             room_id = event["room"]
             if room_id in self.unread and event["message"]["author_id"] != self.user.pk:
                 self.unread[room_id] += 1
-                await self.send(text_data=fragments.unread_badge(room_id, self.unread[room_id]))
+                self.outbox.put(None, None, fragments.unread_badge(room_id, self.unread[room_id]))
         elif kind in RECOUNT_AFTER or (
             kind == events.MESSAGE_CHANGED and event["message"]["deleted"]
         ):
-            await self.recount(event["room"])
-        elif kind == events.MEMBER_REMOVED and event["user"] == self.user.pk:
-            self.unread.pop(event["room"], None)
-            self.groups_joined.remove(event["group"])
-            await self.hub.leave(event["group"], self)
+            self.recount(event["room"], cache)
+        elif self.shut_out(event):
+            self.forget_room(event["room"])
+        elif kind == events.USER_REVOKED:
+            self.on_user_revoked(event)
 
-    async def recount(self, room_id: int) -> None:
+    def shut_out(self, event: dict[str, Any]) -> bool:
+        """Whether the event says this user may no longer read its room."""
+        if event["type"] == events.MEMBER_REMOVED:
+            return bool(event["user"] == self.user.pk)
+        return event["type"] == events.ACCESS and self.user.pk not in event["allowed"]
+
+    def recount(self, room_id: int, cache: dict[Any, Any]) -> None:
+        """Read the room's unread count again: once per event per user (the user's other
+        sockets in this process share the read through the event's cache)."""
         if room_id not in self.unread:
             return
-        counts = await database_sync_to_async(unread_counts)(self.user, [room_id])
-        self.unread[room_id] = counts.get(room_id, 0)
-        await self.send(text_data=fragments.unread_badge(room_id, self.unread[room_id]))
+        key = ("unread", self.user.pk, room_id)
+        shared = cache.get(key)
+        if shared is None:
+            read = database_sync_to_async(unread_counts)(self.user, [room_id])
+            shared = cache[key] = asyncio.ensure_future(read)
+            shared.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        async def badge() -> str:
+            counts = await asyncio.shield(shared)
+            self.unread[room_id] = counts.get(room_id, 0)
+            return fragments.unread_badge(room_id, self.unread[room_id])
+
+        self.outbox.put(None, None, badge)
+
+    def forget_room(self, room_id: int) -> None:
+        group = events.room_group(room_id)
+        self.unread.pop(room_id, None)
+        if group in self.groups_joined:
+            self.groups_joined.remove(group)
+            self.spawn(self.hub.leave(group, self), "leave")
+
+
+class DashboardConsumer(LiveSocket):
+    """The dashboard page's socket: takes the process's dashboard pushes."""
+
+    kind = "dashboard"
+
+    def __init__(self, hub: Hub | None = None, **kwargs: Any) -> None:
+        super().__init__(hub, **kwargs)
+        self.feed: dashboard.DashboardFeed | None = None
+
+    async def connect(self) -> None:
+        self.fast_send = raw_send(self.base_send)
+        self.user = self.scope["user"]
+        await self.accept()
+        if not await self.admit(self.user):
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=TOO_MANY_SOCKETS)
+            return
+        groups = []
+        if self.user.is_authenticated:  # to hear that the user was signed out
+            self.viewer = Viewer(user_id=self.user.pk)
+            groups.append(events.user_group(self.user.pk))
+        self.outbox.sync(0)
+        await self.start_live(groups)
+        self.feed = dashboard.feed_for(self.hub)
+        await self.feed.join(self)
+
+    async def disconnect(self, code: int) -> None:
+        if self.feed is not None:
+            await self.feed.leave(self)
+        await self.stop_live(code)
+
+    def push(self, html: str) -> None:
+        """The dashboard feed's update (rendered once for every dashboard)."""
+        self.outbox.put(None, None, html)
+
+    def deliver(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        if event["type"] == events.USER_REVOKED:
+            self.on_user_revoked(event)
+        elif event["type"] == events.FRAGMENT:
+            self.outbox.put(None, None, event["html"])
+
+
+class NotFoundConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: accepted, then closed with 4404 (no traceback, no 500)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)
+
+
+def make_viewer(user_id: int | None, moderator: bool, time_zone: str) -> Viewer:
+    """The socket's viewer; with its time zone where fragments.Viewer knows one."""
+    if "time_zone" in getattr(Viewer, "__dataclass_fields__", {}):
+        return Viewer(user_id=user_id, moderator=moderator, time_zone=time_zone)  # type: ignore[call-arg]
+    return Viewer(user_id=user_id, moderator=moderator)
 
 
 # Database work, each in one thread hop ------------------------------------------------
 
 
-def raw_send(send):
-    """The server's own `send` under Channels' session middleware wrapper, for live frames.
-
-    The wrapper (channels.sessions.InstanceSessionWrapper.send) only acts on messages that
-    can carry a cookie (http.response.start, websocket.accept); for the thousands of
-    websocket.send frames of a busy room it is pure overhead, measured at about a sixth of
-    the fan-out's time. Falls back to `send` itself under any other stack.
-    """
-    wrapper = getattr(send, "__self__", None)
-    return getattr(wrapper, "real_send", send)
-
-
-class Forbidden(Exception):
-    """The user may no longer use this room."""
-
-
 @database_sync_to_async
-def room_for(slug: str, user) -> tuple[Room | None, bool]:
-    """The room with this slug (or None), and whether `user` may enter it."""
+def room_for(slug: str, user: Any) -> tuple[Room | None, bool, str]:
+    """The room with this slug (or None), whether `user` may enter it, and their time zone."""
     room = Room.objects.filter(slug=slug).first()
-    return room, room is not None and room.can_read(user)
+    allowed = room is not None and room.can_read(user)
+    time_zone = "UTC"
+    if allowed and user.is_authenticated:
+        time_zone = models.Profile.for_user(user).time_zone
+    return room, allowed, time_zone
 
 
 def find_message(room: Room, pk: int) -> Message | None:
     return Message.objects.filter(room=room, pk=pk).select_related("author", "room").first()
 
 
-def post_as(room: Room, user, body: str) -> Message:
-    """Post, after checking again that the user may (membership can be revoked)."""
+def post_as(room: Room, user: Any, body: str, client_key: str | None = None) -> Message:
+    """Post, after checking again that the user may (membership can be revoked).
+
+    `client_key` (the composer's idempotency key) is for rooms.actions.post_message,
+    which the coordinator wires in at merge.
+    """
     if not room.can_post(user):
         raise Forbidden
     return post_message(room, user, body)
 
 
-def edit_as(room: Room, user, pk: int, body: str) -> None:
+def edit_as(room: Room, user: Any, pk: int, body: str) -> None:
     if not room.can_post(user):
         raise Forbidden
     message = find_message(room, pk)
@@ -538,7 +842,7 @@ def edit_as(room: Room, user, pk: int, body: str) -> None:
     edit_message(message, body)
 
 
-def delete_as(room: Room, user, pk: int) -> None:
+def delete_as(room: Room, user: Any, pk: int) -> None:
     if not room.can_read(user):
         raise Forbidden
     message = find_message(room, pk)
@@ -551,31 +855,8 @@ def delete_as(room: Room, user, pk: int) -> None:
     delete_message(message)
 
 
-def my_unread_counts(user) -> dict[int, int]:
+def my_unread_counts(user: Any) -> dict[int, int]:
     return unread_counts(user, list(visible_rooms(user).values_list("pk", flat=True)))
 
 
 missed_changes = database_sync_to_async(models.missed_changes)
-
-
-class DashboardConsumer(AsyncWebsocketConsumer):
-    """The dashboard page's socket: takes the process's dashboard pushes."""
-
-    channel_layer_alias = None
-
-    def __init__(self, hub: Hub | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.hub = hub or default_hub
-        self.feed = None
-
-    async def connect(self) -> None:
-        await self.accept()
-        self.feed = dashboard.feed_for(self.hub)
-        await self.feed.join(self)
-
-    async def disconnect(self, code: int) -> None:
-        if self.feed is not None:
-            await self.feed.leave(self)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        pass  # this socket only listens

@@ -148,6 +148,7 @@ class DashboardFeed:
         self.sockets: set = set()
         self.task: asyncio.Task | None = None
         self.last_html: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def join(self, socket) -> None:
         self.sockets.add(socket)
@@ -180,17 +181,15 @@ class DashboardFeed:
             return
         self.last_html = html
         for socket in list(self.sockets):
-            await socket.send(text_data=html)
-
-
-_feeds: dict[int, DashboardFeed] = {}
+            socket.push(html)  # into the socket's own outbox: a slow dashboard waits alone
 
 
 def feed_for(hub) -> DashboardFeed:
-    """The dashboard feed of this hub (one per process, per event loop)."""
-    loop_id = id(asyncio.get_running_loop())
-    feed = _feeds.get(id(hub))
-    if feed is None or getattr(feed, "loop_id", None) != loop_id:
-        feed = _feeds[id(hub)] = DashboardFeed(hub)
-        feed.loop_id = loop_id
+    """The dashboard feed of this hub (one per hub, per event loop), kept on the hub
+    itself so that no registry outlives it."""
+    loop = asyncio.get_running_loop()
+    feed = getattr(hub, "dashboard_feed", None)
+    if feed is None or feed.loop is not loop:
+        feed = hub.dashboard_feed = DashboardFeed(hub)
+        feed.loop = loop
     return feed

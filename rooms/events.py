@@ -22,6 +22,8 @@ PRESENCE = "room.presence"
 # Made by a process's hub for its own sockets, never published.
 BATCH = "room.batch"
 TYPISTS = "room.typists"
+BEHIND = "room.behind"  # the room's stored sequence moved on: catch up to it
+ACCESS = "room.access"  # who may read a private room now (the periodic re-check)
 TYPING = "room.typing"
 MEMBER_REMOVED = "room.member_removed"
 # A rendered fragment pushed through rooms.live, to any group.
@@ -32,6 +34,8 @@ SITE_GROUP = "site"
 MENTION = "user.mention"
 READ = "user.read"
 NOTICE = "user.notice"
+# The user logged out, changed password, was deactivated or deleted: every socket closes.
+USER_REVOKED = "user.revoked"
 
 
 def room_group(room_id: int) -> str:
@@ -81,6 +85,22 @@ def batch_event(room_id: int, after_seq: int, upto_seq: int, messages: list[dict
 def typists_event(group: str, typists: list[tuple[int, str]]) -> dict:
     """Who is typing in a room now: (user id, username) pairs."""
     return {"type": TYPISTS, "group": group, "typists": typists}
+
+
+def behind_event(room_id: int, seq: int) -> dict:
+    """The room has stored events up to `seq` that may not have reached this process."""
+    return {"type": BEHIND, "group": room_group(room_id), "room": int(room_id), "seq": int(seq)}
+
+
+def access_event(room_id: int, allowed: list[int]) -> dict:
+    """The users who may read a private room now."""
+    return {"type": ACCESS, "group": room_group(room_id), "room": int(room_id), "allowed": allowed}
+
+
+def user_revoked_event(user_id: int, reason: str) -> dict:
+    """The user's sessions ended (logout, password change, deactivation, deletion)."""
+    group = user_group(user_id)
+    return {"type": USER_REVOKED, "group": group, "user": int(user_id), "reason": reason}
 
 
 def presence_event(room_id: int, names: list[str]) -> dict:

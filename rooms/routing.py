@@ -3,9 +3,9 @@
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
-from django.urls import path
+from django.urls import path, re_path
 
-from rooms.consumers import DashboardConsumer, RoomConsumer, UserConsumer
+from rooms.consumers import DashboardConsumer, NotFoundConsumer, RoomConsumer, UserConsumer
 from rooms.fanout import Hub
 
 
@@ -18,5 +18,7 @@ def websocket_application(hub: Hub | None = None):
         path("ws/rooms/<slug:slug>/", RoomConsumer.as_asgi(hub=hub), name="room_socket"),
         path("ws/me/", UserConsumer.as_asgi(hub=hub), name="user_socket"),
         path("ws/dashboard/", DashboardConsumer.as_asgi(hub=hub), name="dashboard_socket"),
+        # Last: any other path is accepted and closed with 4404, not a 500 traceback.
+        re_path(r"", NotFoundConsumer.as_asgi(), name="unknown_socket"),
     ]
     return AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(routes)))

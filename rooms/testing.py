@@ -31,6 +31,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.test import Client, TestCase
 
 from rooms import events, live
+from rooms.clock import system as system_clock
 from rooms.consumers import ROOM_EVENTS, RoomConsumer
 from rooms.fanout import Hub
 from rooms.fragments import Viewer
@@ -217,6 +218,23 @@ class RoomSocket:
         if message["type"] == "websocket.close":
             self.close_code = message.get("code")
             self.connected = False
+
+    async def receive_swap(self, element_id: str, timeout: float = DEFAULT_TIMEOUT) -> Swap:
+        """The next swap aimed at `#element_id`, in whichever frame it comes.
+
+        A busy socket joins the events waiting for it into one frame, so a test that
+        waits for one event's swap should not count frames: frames without such a swap
+        are passed over (and named in the failure message if it never comes).
+        """
+        passed: list[list[str]] = []
+        while True:
+            try:
+                fragment = await self.receive_fragment(timeout=timeout, skip=())
+            except AssertionError as error:
+                raise AssertionError(f"no swap of #{element_id}; passed over {passed}") from error
+            if fragment.has_target(element_id):
+                return fragment.target(element_id)
+            passed.append(fragment.targets())
 
     async def receive_close(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
         """Wait for the server to close the socket and return the close code."""
@@ -420,37 +438,22 @@ class BroadcastCapture:
 
 def render_event(event: dict, viewer: Viewer, room=None) -> list[str]:
     """The frames a room page's socket of `viewer` on `room` sends for `event`, rendered by
-    the socket's own handlers (rooms.consumers.ROOM_EVENTS) with a stand-in for its send."""
+    the socket's own handlers (rooms.consumers.ROOM_EVENTS) into its outbox, one frame
+    per event (a busy socket joins several into one frame)."""
     handler = ROOM_EVENTS.get(event["type"])
     if handler is None:
         return []
     socket = RoomConsumer()
-    socket.viewer, socket.syncing = viewer, False
-    # The socket is live and has shown everything before this event, so it sends it.
-    socket.last_seq = event.get("after", event.get("seq", 1) - 1)
-    socket.room = room or SimpleNamespace(slug="", title="")
+    socket.viewer = viewer
+    # The page is live and shows everything before this event, so the event is sent.
+    socket.outbox.seq = event.get("seq", 1) - 1
+    socket.room = room or SimpleNamespace(slug="", title="", pk=0)
     sent: list[str] = []
-
-    async def collect(text_data=None, **kwargs):
-        sent.append(text_data)
-
-    async def no_close(**kwargs):
-        pass
-
-    async def collect_raw(message):
-        sent.append(message["text"])
-
-    socket.send, socket.close, socket.note_read = collect, no_close, lambda: None
-    socket.fast_send = collect_raw
-    # Nothing here waits on I/O, so the handler runs to the end in one step: usable from
-    # sync and async tests alike, without an event loop.
-    step = handler(socket, event, {})
-    try:
-        step.send(None)
-    except StopIteration:
-        return sent
-    step.close()
-    raise RuntimeError(f"rendering {event['type']} waited on I/O: render_event cannot run it")
+    socket.end = lambda code, text=None: sent.append(text) if text else None
+    socket.note_read = lambda: None
+    handler(socket, event, {})
+    sent += [text for _, _, text in socket.outbox.entries if isinstance(text, str)]
+    return sent
 
 
 @pytest.fixture
@@ -466,9 +469,16 @@ def broadcasts() -> Iterator[Broadcasts]:
 
 
 @pytest.fixture
-def fanout_hub() -> Hub:
-    """A fresh fan-out hub for this test, on the default channel layer."""
-    return Hub()
+def live_clock():
+    """The clock of the test's hub: the real one. Override it with a
+    `rooms.clock.ManualClock()` to drive presence, typing and budgets by hand."""
+    return system_clock
+
+
+@pytest.fixture
+def fanout_hub(live_clock) -> Hub:
+    """A fresh fan-out hub for this test, on the default channel layer and `live_clock`."""
+    return Hub(clock=live_clock)
 
 
 @pytest.fixture

@@ -342,3 +342,24 @@ elif os.environ.get("EMAIL_FILE_PATH"):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Roomcast <roomcast@localhost>")
+
+# --- core: the live core's limits and intervals ---
+# Entries a socket's outbox holds before it overflows (dropped; the page catches up from
+# the database), and overflows in a row (no frame written between) before it is closed.
+ROOMCAST_OUTBOX_LIMIT = int(os.environ.get("ROOMCAST_OUTBOX_LIMIT", 1000))
+ROOMCAST_OUTBOX_MAX_OVERFLOWS = int(os.environ.get("ROOMCAST_OUTBOX_MAX_OVERFLOWS", 3))
+# Catch-up reads running at once per process (sockets asking for one range share one).
+ROOMCAST_CATCHUP_CONCURRENCY = int(os.environ.get("ROOMCAST_CATCHUP_CONCURRENCY", 4))
+# How often each process re-checks who may read its private rooms (seconds).
+ROOMCAST_ACCESS_RECHECK = float(os.environ.get("ROOMCAST_ACCESS_RECHECK", 10))
+# How often every socket is re-sent the connection status (seconds).
+ROOMCAST_LIVE_BEAT = float(os.environ.get("ROOMCAST_LIVE_BEAT", 5))
+# Inbound frames of every kind per socket: a burst, refilled at a rate per second.
+ROOMCAST_FRAME_BURST = float(os.environ.get("ROOMCAST_FRAME_BURST", 40))
+ROOMCAST_FRAME_RATE = float(os.environ.get("ROOMCAST_FRAME_RATE", 10))
+# Open sockets of anonymous visitors per client address (as the server reports it).
+ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS = int(
+    os.environ.get("ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS", 50)
+)
+# Bytes daphne may hold for a client that does not read before the socket is dropped.
+ROOMCAST_SOCKET_BUFFER_LIMIT = int(os.environ.get("ROOMCAST_SOCKET_BUFFER_LIMIT", 1 << 20))

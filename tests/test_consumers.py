@@ -1,14 +1,19 @@
 """The room socket, driven through the full stack (origin check, auth, routing)."""
 
+import asyncio
 import json
+import logging
 from unittest import mock
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import OperationalError
 
-from rooms import consumers
+from rooms import consumers, events, fragments, metrics, outbox
+from rooms.clock import ManualClock
 from rooms.models import Message, post_message
+from rooms.testing import RoomSocket, communicator_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +64,8 @@ async def test_connect_foreign_origin_is_refused(ws_application, room):
 async def test_disconnect_leaves_no_hub_state_or_groups(room_socket, room, fanout_hub):
     socket = await room_socket(room)
     await socket.disconnect()
-    assert fanout_hub.rooms == {}
+    assert (fanout_hub.groups, fanout_hub.seqs, fanout_hub.socket_keys) == ({}, {}, {})
+    assert fanout_hub.tracker.entries == {}
     assert fanout_hub.layer.groups == {}
 
 
@@ -166,6 +172,8 @@ async def test_post_anonymous_is_refused(room_socket, room):
             "Messages can be at most 4000 characters (this one has 4001).",
         ),
         ("x" * 40_000, f"That frame is too large (more than {consumers.MAX_FRAME_BYTES} bytes)."),
+        ("[" * 20_000, "Could not read that: the frame is not JSON."),
+        ('{"message": "a\\ud800b"}', "That message has characters that cannot be stored."),
     ],
     ids=[
         "not-json",
@@ -179,6 +187,8 @@ async def test_post_anonymous_is_refused(room_socket, room):
         "nul",
         "over-limit",
         "huge-frame",
+        "nested-too-deep",
+        "lone-surrogate",
     ],
 )
 async def test_bad_frame_shows_error_and_stores_nothing(room_socket, room, alice, frame, error):
@@ -312,3 +322,165 @@ async def test_gap_on_first_event_catches_socket_up(room_socket, room, alice, bo
     received = [await page.receive_fragment(), await page.receive_fragment()]
     assert [b for f in received for b in bodies(f)] == ["lost on the way", "two"]
     await page.assert_nothing_received()
+
+
+# Outages and odd input: answered, never 1011
+
+
+async def test_post_while_the_database_is_down_says_not_saved(room_socket, room, alice):
+    socket = await room_socket(room, user=alice)
+    with mock.patch.object(consumers, "post_as", side_effect=OperationalError("db is down")):
+        await socket.post("hello")
+        fragment = await socket.receive_fragment()
+    assert fragment.target("message-error").text() == consumers.NOT_SAVED
+    assert await stored_bodies(room) == []
+
+
+async def test_socket_stays_usable_after_the_database_returns(room_socket, room, alice):
+    socket = await room_socket(room, user=alice)
+    with mock.patch.object(consumers, "post_as", side_effect=OperationalError("db is down")):
+        await socket.post("lost")
+        await socket.receive_fragment()
+    await socket.post("saved")
+    swap = await socket.receive_swap("messages")
+    assert [p.get_text() for p in swap.select(".message .body")] == ["saved"]
+
+
+async def test_anonymous_save_asks_to_log_in(room_socket, room, alice):
+    message = await store(room, alice, "mine")
+    socket = await room_socket(room, last_seq=message.seq)
+    await socket.save(message.pk, "not yours")
+    fragment = await socket.receive_fragment()
+    assert fragment.targets() == ["message-error"]
+    assert fragment.target("message-error").text() == consumers.LOG_IN_TO_EDIT
+    await socket.assert_nothing_received()
+
+
+async def test_unknown_socket_path_is_closed_with_4404(ws_application):
+    communicator = WebsocketCommunicator(
+        ws_application, "/ws/no/such/path/", headers=[(b"origin", b"http://testserver")]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    assert (await communicator.receive_output())["code"] == consumers.CLOSE_NOT_FOUND
+
+
+# Revocation: every socket kind of the user closes with the reason
+
+
+async def test_revoked_user_room_socket_shows_reason_and_closes(room_socket, room, alice):
+    page = await room_socket(room, user=alice)
+    await events.apublish(*revoked(alice))
+    assert page_notice(await page.receive_fragment()) == "You signed out in another tab."
+    assert await page.receive_close() == consumers.CLOSE_REVOKED
+
+
+async def test_revoked_user_other_pages_close(user_socket, ws_application, alice):
+    elsewhere = await user_socket(alice)
+    dashboard = RoomSocket(await communicator_for(ws_application, "/ws/dashboard/", alice))
+    await dashboard.connect(last_seq=None)
+    await events.apublish(*revoked(alice))
+    for socket in (elsewhere, dashboard):
+        while socket.connected:
+            message = await socket._next(2)
+            socket._note_close(message)
+        assert socket.close_code == consumers.CLOSE_REVOKED
+
+
+async def test_revoking_one_user_leaves_others_open(room_socket, room, alice, bob):
+    page = await room_socket(room, user=bob)
+    await events.apublish(*revoked(alice))
+    await page.assert_nothing_received()
+    assert page.connected
+
+
+def revoked(user) -> tuple[str, dict]:
+    event = events.user_revoked_event(user.pk, "You signed out in another tab.")
+    return event["group"], event
+
+
+def page_notice(fragment) -> str:
+    return fragment.target("toasts").text()
+
+
+# Socket logs and metrics
+
+
+async def test_open_and_close_are_logged_with_fields(room_socket, room, alice, caplog):
+    caplog.set_level(logging.INFO, logger="rooms.sockets")
+    page = await room_socket(room, user=alice)
+    await page.disconnect()
+    opened, closed = [r for r in caplog.records if r.name == "rooms.sockets"]
+    assert (opened.kind, opened.room, opened.user) == ("room", room.slug, alice.pk)
+    assert (closed.room, closed.user, closed.code) == (room.slug, alice.pk, 1000)
+    assert closed.duration >= 0
+
+
+async def test_frames_sent_are_counted(room_socket, room, alice):
+    before = metrics.FRAMES_SENT.labels("room")._value.get()
+    reader = await room_socket(room)
+    sender = await room_socket(room, user=alice)
+    await sender.post("counted")
+    await reader.receive_swap("messages")
+    outbox.flush_counts()  # (the hub does this every heartbeat)
+    assert metrics.FRAMES_SENT.labels("room")._value.get() > before
+
+
+# Batched frames
+
+
+async def test_events_waiting_for_a_socket_leave_as_one_frame(room_socket, room, alice):
+    page = await room_socket(room, last_seq=None)
+    for body in ("one", "two", "three"):
+        await store(room, alice, body)
+    await page.sync(0)  # the catch-up, then everything else waiting, in one frame
+    fragment = await page.receive_fragment()
+    assert bodies_in_all_swaps(fragment) == ["one", "two", "three"]
+    await page.assert_nothing_received()
+
+
+def bodies_in_all_swaps(fragment) -> list[str]:
+    return [p.get_text() for p in fragment.select("#messages .message .body")]
+
+
+# The hub's periodic work, on a clock the test moves
+
+
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("live_clock", [ManualClock()])
+async def test_access_recheck_closes_a_member_whose_removal_was_lost(
+    room_socket, make_room, alice, bob, live_clock, settings
+):
+    secret = await database_sync_to_async(make_room)("Secret", is_private=True, owner=alice)
+    await database_sync_to_async(secret.members.add)(bob)
+    owner = await room_socket(secret, user=alice)
+    member = await room_socket(secret, user=bob)
+    await database_sync_to_async(secret.members.remove)(bob)  # no event reaches anyone
+    await settle()
+    live_clock.advance(settings.ROOMCAST_ACCESS_RECHECK)
+    assert (await member.receive_fragment()).target("room").text().startswith("You were removed")
+    assert await member.receive_close() == consumers.CLOSE_FORBIDDEN
+    await owner.assert_nothing_received()
+
+
+@pytest.mark.parametrize("live_clock", [ManualClock()])
+async def test_connection_status_is_rendered_once_per_beat_for_every_socket(
+    room_socket, room, live_clock, settings, monkeypatch
+):
+    renders = []
+
+    def connection_status() -> str:
+        renders.append(1)
+        return '<div id="connection" hx-swap-oob="true">live</div>'
+
+    monkeypatch.setattr(fragments, "connection_status", connection_status, raising=False)
+    pages = [await room_socket(room, last_seq=None) for _ in range(3)]
+    await settle()
+    live_clock.advance(settings.ROOMCAST_LIVE_BEAT)
+    for page in pages:
+        assert (await page.receive_swap("connection")).text() == "live"
+    assert len(renders) == 1

@@ -83,8 +83,8 @@ class RecordingSocket:
     def __init__(self):
         self.sent: list[str] = []
 
-    async def send(self, text_data: str) -> None:
-        self.sent.append(text_data)
+    def push(self, html: str) -> None:
+        self.sent.append(html)
 
 
 async def test_a_burst_of_messages_is_one_update(fanout_hub, room, alice):

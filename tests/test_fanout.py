@@ -1,5 +1,6 @@
 """The fan-out hub: one subscription per group, one render per variant, events in order,
-typing state with expiry, and presence that survives a crashed process."""
+typing state with expiry, presence that survives a crashed process, and background loops
+that survive their errors. Time is a ManualClock: nothing here sleeps to wait for it."""
 
 import asyncio
 from unittest import mock
@@ -7,25 +8,37 @@ from unittest import mock
 import pytest
 from channels.db import database_sync_to_async
 
-from rooms import events, fragments, presence
+from rooms import events, fragments, presence, sequence
+from rooms.clock import ManualClock
 from rooms.fanout import Hub
-from rooms.models import post_message
+from rooms.models import post_message as room_post
 from rooms.testing import Fragment
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def live_clock():
+    return ManualClock()
 
 
 class FakeSocket:
     """Records the events the hub delivers; renders through the shared cache by `variant`."""
 
     renders: list = []
+    label = "fake"
+    room_label = "-"
 
     def __init__(self, variant=None):
         self.variant = variant
         self.events: list[dict] = []
         self.texts: list[str] = []
+        self.failed = False
 
-    async def deliver(self, event: dict, cache: dict) -> None:
+    def fail(self) -> None:
+        self.failed = True
+
+    def deliver(self, event: dict, cache: dict) -> None:
         self.events.append(event)
         key = (event["type"], self.variant)
         if key not in cache:
@@ -68,12 +81,10 @@ def fresh_renders():
 
 
 async def eventually(condition, timeout: float = 2.0) -> None:
-    """Wait until `condition()` holds (the hub works in a task of its own)."""
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition never held")
+    """Wait until `condition()` holds (the hub works in tasks of its own)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0)
 
 
 # Groups
@@ -99,7 +110,7 @@ async def test_hub_ignores_groups_without_local_sockets(fanout_hub, room, make_r
     other = await database_sync_to_async(make_room)("Other")
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
-    await fanout_hub.dispatch(event(other, 1))
+    fanout_hub.dispatch(event(other, 1))
     assert socket.events == []
 
 
@@ -118,7 +129,7 @@ async def test_hub_shares_one_render_among_many_sockets(fanout_hub, room):
     sockets = [FakeSocket() for _ in range(50)]
     for socket in sockets:
         await fanout_hub.join(group(room), socket)
-    await fanout_hub.dispatch(event(room, 1))
+    fanout_hub.dispatch(event(room, 1))
     assert FakeSocket.renders == [(events.MESSAGE, None)]
     assert all(socket.texts == sockets[0].texts for socket in sockets)
 
@@ -126,7 +137,7 @@ async def test_hub_shares_one_render_among_many_sockets(fanout_hub, room):
 async def test_hub_renders_once_per_viewer_variant(fanout_hub, room):
     for variant in ("author", "reader", "reader", "moderator", "reader"):
         await fanout_hub.join(group(room), FakeSocket(variant))
-    await fanout_hub.dispatch(event(room, 1))
+    fanout_hub.dispatch(event(room, 1))
     assert sorted(FakeSocket.renders) == [
         (events.MESSAGE, "author"),
         (events.MESSAGE, "moderator"),
@@ -141,7 +152,7 @@ async def test_hub_delivers_each_event_in_order(fanout_hub, room):
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
     for seq in (1, 2, 3):
-        await fanout_hub.dispatch(event(room, seq))
+        fanout_hub.dispatch(event(room, seq))
     assert socket.seqs() == [1, 2, 3]
 
 
@@ -149,20 +160,29 @@ async def test_hub_drops_a_duplicate_event(fanout_hub, room):
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
     for seq in (1, 2, 2, 1):
-        await fanout_hub.dispatch(event(room, seq))
+        fanout_hub.dispatch(event(room, seq))
     assert socket.seqs() == [1, 2]
 
 
-async def test_hub_fills_a_gap_from_the_database(fanout_hub, room, alice):
+async def test_hub_delivers_past_a_gap_for_sockets_to_catch_up(fanout_hub, room):
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
-    with mock.patch("rooms.events.publish_message"):  # the layer carries none of them
-        stored = [await database_sync_to_async(post_message)(room, alice, b) for b in "abc"]
-    await fanout_hub.dispatch(events.message_event(room.pk, stored[0].as_event()))
-    await fanout_hub.dispatch(events.message_event(room.pk, stored[2].as_event()))
-    batch = socket.events[1]
-    assert (batch["type"], batch["after"], batch["seq"]) == (events.BATCH, 1, 3)
-    assert [m["body"] for m in batch["messages"]] == ["b", "c"]
+    for seq in (1, 3):
+        fanout_hub.dispatch(event(room, seq))
+    assert socket.seqs() == [1, 3]
+
+
+async def test_a_socket_that_fails_to_take_an_event_is_closed_alone(fanout_hub, room, caplog):
+    class Broken(FakeSocket):
+        def deliver(self, event, cache):
+            raise KeyError("a rendering bug")
+
+    broken, healthy = Broken(), FakeSocket()
+    for socket in (broken, healthy):
+        await fanout_hub.join(group(room), socket)
+    fanout_hub.dispatch(event(room, 1))
+    assert (broken.failed, healthy.failed, healthy.seqs()) == (True, False, [1])
+    assert "could not take room.message" in caplog.text
 
 
 # Typing
@@ -171,25 +191,25 @@ async def test_hub_fills_a_gap_from_the_database(fanout_hub, room, alice):
 async def test_typing_is_delivered_with_the_typist(fanout_hub, room, alice):
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
-    await fanout_hub.dispatch(events.typing_event(room.pk, alice.pk, "alice", True))
+    fanout_hub.dispatch(events.typing_event(room.pk, alice.pk, "alice", True))
     assert socket.typists() == [["alice"]]
 
 
-async def test_typing_expires_by_itself(fanout_hub, room, alice, settings):
-    settings.ROOMCAST_TYPING_TIMEOUT = 0.05
+async def test_typing_expires_by_itself(fanout_hub, room, alice, live_clock, settings):
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
-    await fanout_hub.dispatch(events.typing_event(room.pk, alice.pk, "alice", True))
-    await eventually(lambda: len(socket.typists()) == 2)
+    fanout_hub.dispatch(events.typing_event(room.pk, alice.pk, "alice", True))
+    live_clock.advance(settings.ROOMCAST_TYPING_TIMEOUT - 0.1)
+    assert socket.typists() == [["alice"]]
+    live_clock.advance(0.2)
     assert socket.typists() == [["alice"], []]
 
 
 async def test_typing_ends_when_the_typist_posts(fanout_hub, room, alice):
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
-    await fanout_hub.dispatch(events.typing_event(room.pk, alice.pk, "alice", True))
-    await fanout_hub.dispatch(event(room, 1, author_id=alice.pk))
-    await eventually(lambda: len(socket.typists()) == 2)
+    fanout_hub.dispatch(events.typing_event(room.pk, alice.pk, "alice", True))
+    fanout_hub.dispatch(event(room, 1, author_id=alice.pk))
     assert socket.typists() == [["alice"], []]
 
 
@@ -197,7 +217,7 @@ async def test_typing_again_keeps_one_entry(fanout_hub, room, alice, bob):
     socket = FakeSocket()
     await fanout_hub.join(group(room), socket)
     for user in (alice, bob, alice):
-        await fanout_hub.dispatch(events.typing_event(room.pk, user.pk, user.username, True))
+        fanout_hub.dispatch(events.typing_event(room.pk, user.pk, user.username, True))
     assert sorted(socket.typists()[-1]) == ["alice", "bob"]
 
 
@@ -227,28 +247,92 @@ async def test_a_user_leaves_when_the_last_tab_closes(fanout_hub, room):
     assert await fanout_hub.present(room.pk) == []
 
 
-async def test_a_crashed_process_drops_out_of_presence(fanout_hub, room, settings):
-    settings.ROOMCAST_PRESENCE_TTL = 0.2
-    settings.ROOMCAST_PRESENCE_HEARTBEAT = 0.05
+async def settle() -> None:
+    """Let the hub's tasks run until they wait (on the clock, or the layer)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def heartbeats(clock: ManualClock, hub: Hub, count: int, period: float) -> None:
+    """Move the clock `count` heartbeats on, letting each heartbeat run."""
+    for _ in range(count):
+        await settle()
+        clock.advance(period)
+        await settle()
+
+
+async def test_a_crashed_process_drops_out_of_presence(fanout_hub, room, live_clock, settings):
     survivor = FakeSocket()
     await fanout_hub.join(group(room), survivor)
     await fanout_hub.enter(room.pk, "alive", "alice")
     # Another process put bob in the room, then died: nobody refreshes or removes his entry.
-    await presence.MemoryStore().touch(
-        presence.presence_key(room.pk), {"dead-process-tab": "bob"}, ttl=0.2
+    await presence.MemoryStore(live_clock).touch(
+        presence.presence_key(room.pk), {"dead-process-tab": "bob"}, ttl=5
     )
     assert await fanout_hub.present(room.pk) == ["alice", "bob"]
     # The survivor's heartbeat keeps alice, notices bob's expiry and tells the room.
+    await heartbeats(live_clock, fanout_hub, 2, settings.ROOMCAST_PRESENCE_HEARTBEAT)
     await eventually(lambda: survivor.events and survivor.events[-1].get("names") == ["alice"])
 
 
-async def test_heartbeat_keeps_live_entries_past_the_ttl(fanout_hub, room, settings):
-    settings.ROOMCAST_PRESENCE_TTL = 0.2
-    settings.ROOMCAST_PRESENCE_HEARTBEAT = 0.05
+async def test_heartbeat_keeps_live_entries_past_the_ttl(fanout_hub, room, live_clock, settings):
     await fanout_hub.join(group(room), FakeSocket())
     await fanout_hub.enter(room.pk, "tab", "alice")
-    await asyncio.sleep(0.5)
+    beats = int(settings.ROOMCAST_PRESENCE_TTL / settings.ROOMCAST_PRESENCE_HEARTBEAT) * 2
+    await heartbeats(live_clock, fanout_hub, beats, settings.ROOMCAST_PRESENCE_HEARTBEAT)
     assert await fanout_hub.present(room.pk) == ["alice"]
+
+
+async def test_an_entry_nobody_refreshes_expires(fanout_hub, room, live_clock, settings):
+    await fanout_hub.enter(room.pk, "tab", "alice")
+    live_clock.advance(settings.ROOMCAST_PRESENCE_TTL + 0.1)  # no hub task refreshes it
+    assert await fanout_hub.present(room.pk) == []
+
+
+# Background loops
+
+
+async def test_resync_tells_sockets_of_a_write_without_an_event(fanout_hub, room, alice):
+    socket = FakeSocket()
+    await fanout_hub.join(group(room), socket)
+    fanout_hub.dispatch(event(room, 1))
+    with mock.patch("rooms.events.publish_message"):
+        await database_sync_to_async(room_post)(room, alice, "a")
+        await database_sync_to_async(room_post)(room, alice, "b")
+    await fanout_hub.resync()
+    hint = socket.events[-1]
+    assert (hint["type"], hint["seq"]) == (events.BEHIND, 2)
+
+
+async def test_resync_loop_survives_an_exception(fanout_hub, room, live_clock, settings, caplog):
+    socket = FakeSocket()
+    await fanout_hub.join(group(room), socket)
+    real = sequence.fetch_last_seqs
+    calls = []
+
+    async def flaky(room_ids):
+        calls.append(room_ids)
+        if len(calls) == 1:
+            raise ValueError("a bug in the first resync")
+        return {room.pk: 7}
+
+    with mock.patch.object(sequence, "fetch_last_seqs", flaky):
+        for expected in (1, 2):
+            await settle()
+            live_clock.advance(settings.ROOMCAST_RESYNC_INTERVAL)
+            await eventually(lambda expected=expected: len(calls) == expected)
+        await eventually(lambda: socket.events)
+    assert real is not flaky and socket.events[-1]["seq"] == 7
+    assert "resync failed" in caplog.text
+
+
+async def test_access_recheck_lists_who_may_read_a_private_room(fanout_hub, make_room, alice, bob):
+    private = await database_sync_to_async(make_room)("Secret", is_private=True, owner=alice)
+    await database_sync_to_async(private.members.add)(bob)
+    socket = FakeSocket()
+    await fanout_hub.join(group(private), socket)
+    await fanout_hub.recheck_access()
+    assert socket.events[-1]["allowed"] == sorted([alice.pk, bob.pk])
 
 
 async def test_two_hubs_share_presence(room):

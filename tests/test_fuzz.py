@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rooms import consumers, fragments
+from rooms.clock import system
 from rooms.fragments import Viewer
+from rooms.limits import TokenBucket
 from rooms.models import Message
 from rooms.testing import Fragment
 
@@ -57,7 +59,8 @@ class Page:
         self.consumer.user = user
         self.consumer.room = room
         self.consumer.viewer = Viewer(user_id=user.pk, moderator=room.is_moderator(user))
-        self.consumer.syncing = False
+        # Budgets are tested in test_limits.py: here every frame is within it.
+        self.consumer.budget = TokenBucket(rate=0, burst=float("inf"), clock=system)
 
     async def _record(self, message):
         self.sent.append(message)

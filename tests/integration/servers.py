@@ -124,6 +124,9 @@ class Site:
             ROOMCAST_PRESENCE_HEARTBEAT="0.5",
             ROOMCAST_RESYNC_INTERVAL="0.5",
             ROOMCAST_POST_RATE_LIMIT="1000",
+            # The tests open many anonymous sockets from one address, and post fast.
+            ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS="1000",
+            ROOMCAST_FRAME_BURST="100000",
         )
         self.servers: list[Server] = []
 
@@ -270,13 +273,19 @@ class LiveClient:
 
 
 def presence_of(fragment: Fragment) -> list[str] | None:
-    if not fragment.has_target("presence"):
+    """The presence list a frame leaves on the page: its last presence swap (a frame may
+    batch several), or None if it has none."""
+    swaps = [swap for swap in fragment.swaps if swap.id == "presence"]
+    if not swaps:
         return None
-    return [li.get_text() for li in fragment.target("presence").select("li:not(.empty)")]
+    return [li.get_text() for li in swaps[-1].select("li:not(.empty)")]
 
 
-def stalled_socket(server: Server, slug: str) -> socket.socket:
-    """A client that opens the room's socket, then never reads again (a stalled tab)."""
+def stalled_socket(server: Server, slug: str, sync: bool = False) -> socket.socket:
+    """A client that opens the room's socket, then never reads again (a stalled tab).
+
+    With `sync`, it first reports its last event as a page does (so it is sent the room).
+    """
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(
@@ -287,4 +296,14 @@ def stalled_socket(server: Server, slug: str) -> socket.socket:
             f"Origin: {server.base}\r\n\r\n"
         ).encode()
     )
+    if sync:
+        sock.sendall(masked_text_frame(json.dumps({"action": "sync", "last_seq": "0"})))
     return sock
+
+
+def masked_text_frame(text: str) -> bytes:
+    """One WebSocket text frame as a client sends it (masked; payload under 126 bytes)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked

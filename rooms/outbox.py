@@ -1,0 +1,253 @@
+"""Each socket's outbox: a bounded queue drained by the socket's own writer task.
+
+The fan-out hands a socket an event by `Outbox.put()` (O(1), never awaits), so a slow or
+stalled socket cannot slow the others. The writer joins everything waiting into ONE
+WebSocket frame (the htmx ws extension swaps every top-level element of a frame), so
+under light load an event leaves at once, and under heavy load frames carry more events.
+
+Room events are numbered (the room's sequence). The writer sends them in order, skips
+what the page has, and asks its owner to catch up from the database when the page lacks
+something: after the page's sync report, after a gap, after a hint that the room moved
+on, and after an overflow (the queue is dropped, the database is the source of truth).
+The page's sequence number (`seq`) advances only after the frame was written.
+
+The writer task is supervised: if it fails, the failure is logged with the socket and
+its room, and the socket is closed (1011), so the browser reconnects and catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from rooms import metrics
+
+logger = logging.getLogger(__name__)
+
+# What an outbox holds: (first seq, last seq, text) for numbered room events; (None,
+# None, text) for the rest. A text may be a coroutine function that makes it (a shared
+# database read, awaited by the writer, never by the fan-out).
+Deferred = Callable[[], Awaitable[str]]
+Entry = tuple[int | None, int | None, "str | Deferred"]
+
+# Per-frame counts kept as plain integers and added to the Prometheus counters by
+# `flush_counts()` (every heartbeat): a counter's lock per frame per socket measurably
+# slowed the fan-out.
+frames_sent: dict[str, int] = {}
+events_delivered = [0]
+
+
+def flush_counts() -> None:
+    """Add the frames and events counted since the last flush to the Prometheus metrics."""
+    for kind, count in list(frames_sent.items()):
+        if count:
+            metrics.FRAMES_SENT.labels(kind).inc(count)
+            frames_sent[kind] -= count
+    if events_delivered[0]:
+        count = events_delivered[0]
+        metrics.EVENTS_DELIVERED.inc(count)
+        events_delivered[0] -= count
+
+
+# After this many catch-ups that do not close a gap, the writer gives up (and the socket
+# is closed so that the page reconnects): the database never had what the event claimed.
+MAX_FRUITLESS_CATCH_UPS = 3
+
+
+class Owner(Protocol):
+    """What an outbox needs of its socket."""
+
+    label: str  # the socket, for logs
+    room_label: str  # its room (or "-"), for logs
+
+    async def write(self, text: str) -> None:
+        """Send one WebSocket frame."""
+
+    async def catch_up(self, after_seq: int, at_least: int) -> tuple[str, int]:
+        """What the page lacks after `after_seq`, rendered, and the seq it brings it to,
+        from a read that saw at least the room's events up to `at_least`."""
+
+    def snapshot(self) -> str:
+        """Fragments of the room's current state (who is here), after entries were dropped."""
+
+    def written(self, seq: int) -> None:
+        """The page now shows numbered events up to `seq`."""
+
+    def too_slow(self) -> None:
+        """The socket overflowed again and again: close it."""
+
+
+class Outbox:
+    """A socket's bounded queue of fragments and the state of what its page shows."""
+
+    def __init__(self, owner: Owner, limit: int, max_overflows: int = 3) -> None:
+        self.owner = owner
+        self.limit = limit
+        self.max_overflows = max_overflows
+        self.entries: deque[Entry] = deque()
+        # Numbered events that arrived before the page said what it shows.
+        self.held: list[Entry] = []
+        self.seq: int | None = None  # the last room event the page shows (None: unknown yet)
+        self.hinted = 0  # the room has events up to here (a resync hint)
+        self.stale = False  # the page may lack events after `seq`: catch up first
+        self.lost = False  # entries were dropped: catch up, and re-send the room's state
+        self.overflows = 0  # overflows since the last frame written
+        self._sync_to: int | None = None
+        self._wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.held)
+
+    # The fan-out side (never awaits) -------------------------------------------------------
+
+    def put(self, first: int | None, last: int | None, text: str | Deferred) -> None:
+        """Queue a fragment; numbered ones wait until the page has said what it shows."""
+        if len(self.entries) + len(self.held) >= self.limit:
+            self._overflow()
+            return
+        if first is not None and self.seq is None:
+            self.held.append((first, last, text))
+        else:
+            self.entries.append((first, last, text))
+            self._wake.set()
+
+    def sync(self, after_seq: int) -> None:
+        """The page shows the room's events up to `after_seq`: send what it lacks."""
+        self._sync_to = after_seq
+        self._wake.set()
+
+    def hint(self, seq: int) -> None:
+        """The room has events up to `seq` (stored, maybe never published): fetch them."""
+        if seq > self.hinted:
+            self.hinted = seq
+            self._wake.set()
+
+    def _overflow(self) -> None:
+        metrics.OUTBOX_OVERFLOWS.inc()
+        self.entries.clear()
+        self.held.clear()
+        self.lost = True
+        self.overflows += 1
+        if self.overflows > self.max_overflows:
+            self.owner.too_slow()
+        else:
+            self._wake.set()
+
+    # The writer side ------------------------------------------------------------------------
+
+    def start(self, name: str) -> asyncio.Task[None]:
+        """Start the writer task, supervised by this outbox's owner."""
+        self.task = asyncio.create_task(self.run(), name=name)
+        supervise(self.task, self.owner, on_failure=getattr(self.owner, "fail", None))
+        return self.task
+
+    async def stop(self) -> None:
+        """Cancel the writer and wait for it to end."""
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if asyncio.current_task() is task:
+                    raise
+
+    async def run(self) -> None:
+        """Drain the queue, one frame per wake-up, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Write everything waiting as one frame (catching up from the database first if
+        the page lacks something), then advance the page's sequence number."""
+        synced = self.seq is None and self._sync_to is not None
+        if synced:
+            self.seq, self._sync_to = self._sync_to, None
+            self.entries.extendleft(reversed(self.held))
+            self.held = []
+            self.stale = True
+        parts: list[str] = []
+        seq = self.seq
+        if self.lost:
+            self.lost = False
+            parts.append(self.owner.snapshot())
+            self.stale = self.stale or seq is not None
+        if seq is not None and self.hinted > seq:
+            self.stale = True
+        fruitless = 0
+        events = 0
+        needed = self.hinted
+        while True:
+            if self.stale and seq is not None:
+                self.stale = False
+                before = seq
+                text, seq = await self.owner.catch_up(seq, needed)
+                if text:
+                    parts.append(text)
+                    events += 1
+                fruitless = fruitless + 1 if seq == before else 0
+            gap = False
+            while self.entries:
+                first, last, item = self.entries.popleft()
+                if first is None or last is None:
+                    parts.append(item if isinstance(item, str) else await item())
+                    continue
+                if seq is None:  # the page has not synced: keep it for after the sync
+                    self.held.append((first, last, item))
+                    continue
+                if last <= seq:
+                    continue  # the page has it (caught up meanwhile, or a duplicate)
+                if first != seq + 1:
+                    self.entries.appendleft((first, last, item))
+                    needed = max(needed, first - 1)
+                    gap = True
+                    break
+                seq = last
+                events += 1
+                parts.append(item if isinstance(item, str) else await item())
+            if not gap:
+                break
+            if fruitless >= MAX_FRUITLESS_CATCH_UPS:
+                raise RuntimeError(f"room events after seq {seq} are not in the database")
+            self.stale = True
+        if parts:
+            await self.owner.write("".join(parts))
+            events_delivered[0] += events
+            self.overflows = 0
+        if seq is not None and (synced or seq != self.seq):
+            self.seq = seq
+            self.owner.written(seq)
+
+
+def supervise(
+    task: asyncio.Task[Any], owner: Any, on_failure: Callable[[], None] | None = None
+) -> None:
+    """Give a task an owner: when it fails, log it with the socket and room, then call
+    `on_failure` (which closes the socket). Cancellation is an ordinary end."""
+
+    def done(finished: asyncio.Task[Any]) -> None:
+        if finished.cancelled():
+            return
+        error = finished.exception()
+        if error is None:
+            return
+        socket = getattr(owner, "label", repr(owner))
+        room = getattr(owner, "room_label", "-")
+        logger.error(
+            "live task %s failed (socket %s, room %s)",
+            finished.get_name(),
+            socket,
+            room,
+            exc_info=error,
+            extra={"socket": socket, "room": room, "task": finished.get_name()},
+        )
+        if on_failure is not None:
+            on_failure()
+
+    task.add_done_callback(done)

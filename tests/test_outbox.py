@@ -1,0 +1,207 @@
+"""A socket's outbox: batched frames, order, catch-up over gaps and overflows, the bound,
+and a supervised writer (no database or network: a fake owner records what it is asked)."""
+
+import asyncio
+import logging
+
+import pytest
+from django.db import DatabaseError
+
+from rooms import metrics
+from rooms.outbox import Outbox
+
+
+class FakeOwner:
+    """A socket as the outbox sees it; the database holds the room's events up to `stored`."""
+
+    label = "sock-1"
+    room_label = "lobby"
+
+    def __init__(self, stored: int = 0):
+        self.stored = stored
+        self.frames: list[str] = []
+        self.catch_ups: list[tuple[int, int]] = []
+        self.written_seqs: list[int] = []
+        self.slow = self.failed = False
+        self.broken_write = self.broken_catch_up = False
+
+    async def write(self, text: str) -> None:
+        if self.broken_write:
+            raise ConnectionResetError("the client went away")
+        self.frames.append(text)
+
+    async def catch_up(self, after_seq: int, at_least: int) -> tuple[str, int]:
+        self.catch_ups.append((after_seq, at_least))
+        if self.broken_catch_up:
+            raise DatabaseError("the database is away")
+        if self.stored <= after_seq:
+            return "", after_seq
+        return f"[{after_seq + 1}-{self.stored}]", self.stored
+
+    def snapshot(self) -> str:
+        return "[state]"
+
+    def written(self, seq: int) -> None:
+        self.written_seqs.append(seq)
+
+    def too_slow(self) -> None:
+        self.slow = True
+
+    def fail(self) -> None:
+        self.failed = True
+
+
+def outbox(owner: FakeOwner, limit: int = 100, max_overflows: int = 3) -> Outbox:
+    return Outbox(owner, limit, max_overflows)
+
+
+async def eventually(condition) -> None:
+    async with asyncio.timeout(2):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+async def test_outbox_joins_waiting_events_into_one_frame():
+    owner = FakeOwner()
+    box = outbox(owner)
+    box.sync(0)
+    for seq, text in ((1, "a"), (2, "b"), (3, "c")):
+        box.put(seq, seq, text)
+    box.put(None, None, "x")
+    await box.drain()
+    assert (owner.frames, box.seq) == (["abcx"], 3)
+
+
+async def test_outbox_writer_sends_a_lone_event_at_once():
+    owner = FakeOwner()
+    box = outbox(owner)
+    box.sync(0)
+    box.start("writer")
+    box.put(1, 1, "a")
+    await eventually(lambda: owner.frames)
+    assert owner.frames == ["a"]
+    await box.stop()
+
+
+async def test_outbox_holds_numbered_events_until_the_page_syncs():
+    owner = FakeOwner()
+    box = outbox(owner)
+    box.put(1, 1, "a")
+    box.put(None, None, "presence")
+    await box.drain()
+    assert owner.frames == ["presence"]
+    box.sync(0)
+    await box.drain()
+    assert owner.frames == ["presence", "a"]
+
+
+async def test_outbox_skips_what_the_page_shows():
+    owner = FakeOwner(stored=2)
+    box = outbox(owner)
+    box.sync(2)
+    for seq in (1, 2, 3):
+        box.put(seq, seq, str(seq))
+    await box.drain()
+    assert owner.frames == ["3"]
+
+
+async def test_outbox_sync_catches_up_from_the_database_first():
+    owner = FakeOwner(stored=4)
+    box = outbox(owner)
+    box.put(4, 4, "4")  # arrived before the page's report: in the catch-up already
+    box.put(5, 5, "5")
+    box.sync(2)
+    await box.drain()
+    assert (owner.frames, owner.catch_ups, box.seq) == (["[3-4]5"], [(2, 0)], 5)
+
+
+async def test_outbox_fills_a_gap_from_the_database():
+    owner = FakeOwner()
+    box = outbox(owner)
+    box.sync(0)
+    await box.drain()
+    owner.stored = 3
+    box.put(1, 1, "1")
+    box.put(3, 3, "3")  # 2 never arrived
+    await box.drain()
+    assert (owner.frames, owner.catch_ups[-1], box.seq) == (["1[2-3]"], (1, 2), 3)
+
+
+async def test_outbox_catches_up_when_hinted_the_room_moved_on():
+    owner = FakeOwner()
+    box = outbox(owner)
+    box.sync(0)
+    await box.drain()
+    owner.stored = 2
+    box.hint(2)
+    await box.drain()
+    assert (owner.frames, box.seq) == (["[1-2]"], 2)
+
+
+async def test_outbox_sequence_advances_only_after_the_frame_was_written():
+    owner = FakeOwner()
+    box = outbox(owner)
+    box.sync(0)
+    await box.drain()
+    owner.broken_write = True
+    box.put(1, 1, "1")
+    with pytest.raises(ConnectionResetError):
+        await box.drain()
+    assert (box.seq, owner.written_seqs) == (0, [0])
+
+
+async def test_outbox_overflow_drops_entries_and_catches_up():
+    owner = FakeOwner()
+    box = outbox(owner, limit=3)
+    box.sync(0)
+    await box.drain()
+    before = metrics.OUTBOX_OVERFLOWS._value.get()
+    for seq in range(1, 6):
+        box.put(seq, seq, str(seq))
+    owner.stored = 5
+    assert len(box) == 1  # dropped at the bound, then one more
+    await box.drain()
+    assert owner.frames == ["[state][1-5]"]
+    assert metrics.OUTBOX_OVERFLOWS._value.get() - before == 1
+
+
+async def test_outbox_closes_a_socket_that_keeps_overflowing():
+    owner = FakeOwner()
+    box = outbox(owner, limit=2, max_overflows=2)
+    box.sync(0)
+    for seq in range(1, 10):  # the writer never gets to run
+        box.put(seq, seq, str(seq))
+    assert owner.slow
+
+
+async def test_outbox_that_drains_between_overflows_stays_open():
+    owner = FakeOwner()
+    box = outbox(owner, limit=2, max_overflows=1)
+    box.sync(0)
+    for burst in range(3):
+        for seq in range(3 * burst + 1, 3 * burst + 4):
+            box.put(seq, seq, str(seq))
+        owner.stored = 3 * burst + 3
+        await box.drain()
+    assert not owner.slow and box.seq == 9
+
+
+async def test_a_failed_writer_is_logged_and_closes_its_socket(caplog):
+    owner = FakeOwner(stored=3)
+    owner.broken_catch_up = True
+    box = outbox(owner)
+    box.start("roomcast-writer-test")
+    with caplog.at_level(logging.ERROR):
+        box.sync(0)
+        await eventually(lambda: owner.failed)
+    record = next(r for r in caplog.records if "failed" in r.getMessage())
+    assert (record.socket, record.room) == ("sock-1", "lobby")
+    assert "roomcast-writer-test failed (socket sock-1, room lobby)" in record.getMessage()
+
+
+async def test_a_stopped_writer_is_not_a_failure():
+    owner = FakeOwner()
+    box = outbox(owner)
+    box.start("writer")
+    await box.stop()
+    assert not owner.failed
