@@ -23,22 +23,14 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.template.loader import render_to_string
 
-from rooms import channels_adapter, dashboard, events, fragments, limits, metrics, models, outbox
+from rooms import actions, channels_adapter, dashboard, events, fragments, limits, metrics, outbox
+from rooms.actions import ActionError, Forbidden
 from rooms.channels_adapter import raw_send
 from rooms.fanout import Hub
 from rooms.fanout import hub as default_hub
 from rooms.forms import MessageActionForm, MessageForm, SyncForm
 from rooms.fragments import Viewer
-from rooms.models import (
-    Message,
-    Room,
-    delete_message,
-    edit_message,
-    mark_read,
-    post_message,
-    unread_counts,
-    visible_rooms,
-)
+from rooms.models import Message, Profile, Room, unread_counts, visible_rooms
 from rooms.outbox import Outbox, supervise
 from rooms.presence import STORE_ERRORS
 from rooms.sequence import CatchUp
@@ -70,10 +62,6 @@ MAX_FRAME_BYTES = 32 * 1024
 
 class FrameError(Exception):
     """A frame or an action the socket refuses; the text is shown to the user."""
-
-
-class Forbidden(Exception):
-    """The user may no longer use this room."""
 
 
 def parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
@@ -374,14 +362,19 @@ class RoomConsumer(LiveSocket):
             await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=text)
             return
         signed_in = self.user.is_authenticated
-        self.viewer = make_viewer(
-            self.user.pk if signed_in else None, self.room.is_moderator(self.user), self.time_zone
+        self.viewer = Viewer(
+            user_id=self.user.pk if signed_in else None,
+            moderator=self.room.is_moderator(self.user),
+            time_zone=self.time_zone,
         )
         groups = [events.room_group(self.room.pk), events.SITE_GROUP]
         if signed_in:
             groups.append(events.user_group(self.user.pk))
         if not await self.start_live(groups):
             return
+        # The room has events up to what this process fanned out already: a catch-up read
+        # shared with other sockets must reach at least that far to serve this one.
+        self.outbox.hint(self.hub.seqs.get(groups[0], 0))
         told = signed_in and await self.hub.enter(
             self.room.pk, self.conn_id, self.user.get_username()
         )
@@ -428,7 +421,7 @@ class RoomConsumer(LiveSocket):
             if handler is None:
                 raise FrameError("Unknown action: reload the page.")
             await handler(self, payload)
-        except FrameError as error:
+        except (FrameError, ActionError) as error:
             await self.send(text_data=fragments.message_error(str(error)))
         except Forbidden:
             self.refuse()
@@ -448,9 +441,7 @@ class RoomConsumer(LiveSocket):
         self.outbox.sync(form.cleaned_data["last_seq"])
         if payload.get("live") == "0":  # the page still has its no-socket form and poller
             await self.send(text_data=fragments.go_live(self.viewer.user_id is not None))
-        status = getattr(fragments, "connection_status", None)
-        if status is not None:
-            self.outbox.put(None, None, status())
+        self.outbox.put(None, None, fragments.connection_status())
 
     async def do_post(self, payload: dict[str, Any]) -> None:
         """Validate and store a message; the broadcast brings it to every page."""
@@ -478,9 +469,8 @@ class RoomConsumer(LiveSocket):
         """Turn one of the user's messages into its edit form, on this page only."""
         if self.viewer.user_id is None:
             raise FrameError(LOG_IN_TO_EDIT)
-        message = await self.message(payload)
-        if not message.can_edit(self.user):
-            raise FrameError("You can only edit your own messages.")
+        pk = message_id(payload)
+        message = await database_sync_to_async(actions.message_for_edit)(self.room, self.user, pk)
         await self.send(text_data=fragments.message_editor(message.as_event()))
 
     async def do_cancel(self, payload: dict[str, Any]) -> None:
@@ -623,7 +613,7 @@ class RoomConsumer(LiveSocket):
         if self.viewer.user_id is None or self.last_seq <= self.read_seq:
             return
         self.read_seq = self.last_seq
-        await database_sync_to_async(mark_read)(self.user, self.room, self.read_seq)
+        await database_sync_to_async(actions.mark_read)(self.user, self.room, self.read_seq)
 
 
 ACTIONS = {
@@ -795,13 +785,6 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_NOT_FOUND)
 
 
-def make_viewer(user_id: int | None, moderator: bool, time_zone: str) -> Viewer:
-    """The socket's viewer; with its time zone where fragments.Viewer knows one."""
-    if "time_zone" in getattr(Viewer, "__dataclass_fields__", {}):
-        return Viewer(user_id=user_id, moderator=moderator, time_zone=time_zone)  # type: ignore[call-arg]
-    return Viewer(user_id=user_id, moderator=moderator)
-
-
 # Database work, each in one thread hop ------------------------------------------------
 
 
@@ -809,54 +792,38 @@ def make_viewer(user_id: int | None, moderator: bool, time_zone: str) -> Viewer:
 def room_for(slug: str, user: Any) -> tuple[Room | None, bool, str]:
     """The room with this slug (or None), whether `user` may enter it, and their time zone."""
     room = Room.objects.filter(slug=slug).first()
-    allowed = room is not None and room.can_read(user)
-    time_zone = "UTC"
-    if allowed and user.is_authenticated:
-        time_zone = models.Profile.for_user(user).time_zone
-    return room, allowed, time_zone
+    if room is None:
+        return None, False, "UTC"
+    try:
+        actions.require_reader(room, user)
+    except Forbidden:
+        return room, False, "UTC"
+    time_zone = Profile.for_user(user).time_zone if user.is_authenticated else "UTC"
+    return room, True, time_zone
 
 
 def find_message(room: Room, pk: int) -> Message | None:
-    return Message.objects.filter(room=room, pk=pk).select_related("author", "room").first()
+    try:
+        return actions.find_message(room, pk)
+    except ActionError:
+        return None
+
+
+# The socket's writes go through the write layer, which checks again that the user may
+# (membership can be revoked meanwhile): Forbidden closes the socket, ActionError is shown.
 
 
 def post_as(room: Room, user: Any, body: str, client_key: str | None = None) -> Message:
-    """Post, after checking again that the user may (membership can be revoked).
-
-    `client_key` (the composer's idempotency key) is for rooms.actions.post_message,
-    which the coordinator wires in at merge.
-    """
-    if not room.can_post(user):
-        raise Forbidden
-    return post_message(room, user, body)
+    return actions.post_message(room, user, body, client_key)
 
 
 def edit_as(room: Room, user: Any, pk: int, body: str) -> None:
-    if not room.can_post(user):
-        raise Forbidden
-    message = find_message(room, pk)
-    if message is None:
-        raise FrameError("That message is not in this room.")
-    if not message.can_edit(user):
-        raise FrameError("You can only edit your own messages.")
-    edit_message(message, body)
+    actions.edit_message(room, user, pk, body)
 
 
 def delete_as(room: Room, user: Any, pk: int) -> None:
-    if not room.can_read(user):
-        raise Forbidden
-    message = find_message(room, pk)
-    if message is None:
-        raise FrameError("That message is not in this room.")
-    if message.deleted:
-        return  # deleted already: nothing to do
-    if not message.can_delete(user):
-        raise FrameError("Only its author or the room's owner can delete a message.")
-    delete_message(message)
+    actions.delete_message(room, user, pk)
 
 
 def my_unread_counts(user: Any) -> dict[int, int]:
     return unread_counts(user, list(visible_rooms(user).values_list("pk", flat=True)))
-
-
-missed_changes = database_sync_to_async(models.missed_changes)

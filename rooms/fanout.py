@@ -336,10 +336,9 @@ class Hub:
 
     async def beat(self) -> None:
         """Re-send the connection status to every local socket (rendered once)."""
-        render = getattr(fragments, "connection_status", None)
-        if render is None or not self.groups:
+        if not self.groups:
             return
-        html = render()
+        html = fragments.connection_status()
         for socket in {s for members in self.groups.values() for s in members}:
             beat = getattr(socket, "beat", None)
             if beat is not None:

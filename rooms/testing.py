@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -37,6 +38,9 @@ from rooms.fanout import Hub
 from rooms.fragments import Viewer
 from rooms.routing import websocket_application
 
+# Frames that swap only these are passed over by default: who is here, and the connection
+# status the server re-sends every few seconds (ROOMCAST_LIVE_BEAT).
+PASSED_OVER = ("presence", "connection")
 DEFAULT_TIMEOUT = 2.0
 QUIET_TIMEOUT = 0.2
 
@@ -145,9 +149,11 @@ class RoomSocket:
             fields["live"] = "1" if live else "0"
         await self.send_form("sync", **fields)
 
-    async def post(self, message: str) -> None:
-        """Send what the message form sends when submitted."""
-        await self.send_form("message-form", action="post", message=message)
+    async def post(self, message: str, client_key: str | None = None) -> None:
+        """Send what the message form sends when submitted: a fresh composer's key each
+        time unless `client_key` says which composed message this (re)sends."""
+        key = client_key or uuid.uuid4().hex
+        await self.send_form("message-form", action="post", message=message, client_key=key)
 
     async def type(self) -> None:
         """Send what the page's typing signal sends while the user types (hx-vals only)."""
@@ -180,12 +186,12 @@ class RoomSocket:
         await self.communicator.send_to(bytes_data=data)
 
     async def receive_fragment(
-        self, timeout: float = DEFAULT_TIMEOUT, skip: tuple[str, ...] = ("presence",)
+        self, timeout: float = DEFAULT_TIMEOUT, skip: tuple[str, ...] = PASSED_OVER
     ) -> Fragment:
         """The next frame, parsed; fails saying what came if none does or the socket closes.
 
         Frames that only swap targets in `skip` (by default the presence list, which
-        arrives whenever anyone comes or goes) are passed over.
+        arrives whenever anyone comes or goes, and the connection status) are passed over.
         """
         passed_over = 0
         while True:
@@ -236,18 +242,24 @@ class RoomSocket:
                 return fragment.target(element_id)
             passed.append(fragment.targets())
 
-    async def receive_close(self, timeout: float = DEFAULT_TIMEOUT) -> int | None:
-        """Wait for the server to close the socket and return the close code."""
-        message = await self._next(timeout)
-        if message is None:
-            raise AssertionError(f"expected the socket to close within {timeout}s, got nothing")
-        self._note_close(message)
-        if message["type"] != "websocket.close":
-            raise AssertionError(f"expected the socket to close, got {describe(message)}")
-        return self.close_code
+    async def receive_close(
+        self, timeout: float = DEFAULT_TIMEOUT, skip: tuple[str, ...] = PASSED_OVER
+    ) -> int | None:
+        """Wait for the server to close the socket and return the close code; frames that
+        only swap `skip` targets (presence, the connection status) are passed over."""
+        while True:
+            message = await self._next(timeout)
+            if message is None:
+                raise AssertionError(f"expected the socket to close within {timeout}s, got nothing")
+            self._note_close(message)
+            if message["type"] == "websocket.close":
+                return self.close_code
+            targets = Fragment(message.get("text") or "").targets()
+            if not (targets and set(targets) <= set(skip)):
+                raise AssertionError(f"expected the socket to close, got {describe(message)}")
 
     async def assert_nothing_received(
-        self, timeout: float = QUIET_TIMEOUT, skip: tuple[str, ...] = ("presence",)
+        self, timeout: float = QUIET_TIMEOUT, skip: tuple[str, ...] = PASSED_OVER
     ) -> None:
         """Fail, saying what came, if any frame (other than one that only swaps `skip`
         targets) arrives within `timeout`."""

@@ -173,7 +173,10 @@ async def test_post_anonymous_is_refused(room_socket, room):
         ),
         ("x" * 40_000, f"That frame is too large (more than {consumers.MAX_FRAME_BYTES} bytes)."),
         ("[" * 20_000, "Could not read that: the frame is not JSON."),
-        ('{"message": "a\\ud800b"}', "That message has characters that cannot be stored."),
+        (
+            '{"message": "a\\ud800b"}',
+            "That message holds characters that are not valid text (a lone surrogate).",
+        ),
     ],
     ids=[
         "not-json",

@@ -95,7 +95,12 @@ def test_any_frame_gets_html_or_nothing_and_no_server_error(page, room, caplog, 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@given(body=st.text(min_size=1, max_size=500))
+# Control characters other than newline are left out: an HTML parser rewrites CR and FF as
+# browsers do, which is not the escaping's doing.
+TEXT = st.characters(blacklist_categories=("Cc", "Cs")) | st.just("\n")
+
+
+@given(body=st.text(TEXT, min_size=1, max_size=500))
 @FUZZ
 def test_escaping_holds_for_any_text(body):
     message = {
@@ -112,8 +117,11 @@ def test_escaping_holds_for_any_text(body):
     swap = Fragment(fragments.new_messages([message], Viewer(), 1)).target("messages")
     paragraph = swap.select(".body")[0]
     assert paragraph.get_text() == body
-    assert [child.name for child in paragraph.find_all(True)] == ["mark"] * len(
-        paragraph.select("mark.mention")
+    # Only what the message filter adds: mention marks, and links that are safe to follow.
+    assert all(
+        (c.name, c.get("class")) == ("mark", ["mention"])
+        or (c.name == "a" and c["rel"] == ["noopener", "nofollow", "ugc"])
+        for c in paragraph.find_all(True)
     )
     assert swap.select(".author")[0].get_text() == "<b>alice</b>"
 

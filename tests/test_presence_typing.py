@@ -21,7 +21,7 @@ async def present(socket) -> list[str]:
 
 
 async def typing_text(socket) -> str:
-    fragment = await socket.receive_fragment(skip=("presence",))
+    fragment = await socket.receive_fragment()  # passes over presence and connection
     return fragment.target("typing").text()
 
 

@@ -97,7 +97,7 @@ async def test_receive_fragment_says_what_it_passed_over(room_socket, room):
     socket = await room_socket(room, last_seq=None)
     with pytest.raises(
         AssertionError,
-        match=r"got nothing \(passed over 1 frames swapping only \['presence'\]\)",
+        match=r"got nothing \(passed over \d frames swapping only \['presence', 'connection'\]\)",
     ):
         await socket.receive_fragment(timeout=0.1)
 
@@ -129,7 +129,7 @@ async def test_assert_nothing_received_says_what_came(room_socket, room, alice):
         await socket.assert_nothing_received(timeout=1)
     message = str(failure.value)
     assert message.startswith("expected nothing more, got a fragment targeting ['messages',")
-    assert '<p class="body">surprise</p>' in message
+    assert '<p class="body" dir="auto">surprise</p>' in message
 
 
 async def test_assert_nothing_received_passes_over_presence(room_socket, room, alice):
@@ -241,7 +241,7 @@ def test_fragment_says_when_an_event_is_not_one_frame(room, alice):
     with pytest.raises(
         AssertionError,
         match=rf"expected room.member_removed to room-{room.pk} to render as 1 frame for "
-        r"Viewer\(user_id=None, moderator=False\), got 0: \[\]",
+        r"Viewer\(user_id=None, moderator=False, time_zone='UTC'\), got 0: \[\]",
     ):
         captured.one().fragment()
 
