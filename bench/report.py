@@ -81,6 +81,7 @@ METRICS: dict[str, list[tuple[str, Callable[[dict], float | None], str, str]]] =
         ("messages/s", lambda r: r.get("messages_per_s"), "msgs/s", ",.0f"),
         ("frames per server CPU-second", frames_per_core_s, "frames/cpu-s", ",.0f"),
         ("Redis commands per message", lambda r: r.get("redis_commands_per_message"), "", ".2f"),
+        ("sockets connected per second", lambda r: connects(r), "sockets/s", ",.0f"),
     ],
     "latency": [
         ("p50 ms", lambda r: r.get("p50_ms"), "ms", ".1f"),
@@ -102,8 +103,16 @@ METRICS: dict[str, list[tuple[str, Callable[[dict], float | None], str, str]]] =
             ".1f",
         ),
     ],
-    "memory": [("KiB per idle socket", lambda r: r.get("kib_per_socket"), "KiB", ".1f")],
+    "memory": [
+        ("KiB per idle socket", lambda r: r.get("kib_per_socket"), "KiB", ".1f"),
+        ("sockets connected per second", lambda r: connects(r), "sockets/s", ",.0f"),
+    ],
 }
+
+
+def connects(row: dict) -> float | None:
+    """Sockets opened (and, for Roomcast, synced) per second while the room filled."""
+    return row["sockets"] / row["connect_s"] if row.get("connect_s") else None
 
 
 def kib_mib(row: dict, name: str) -> float | None:

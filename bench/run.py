@@ -49,6 +49,7 @@ from bench.servers import (  # noqa: E402
     proc_status,
     raise_open_files,
     rss_kib,
+    send_queue_kib,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,26 +101,27 @@ class Plan:
     latency_messages: int
     stall_live: int
     stalled: int
-    stall_messages: int  # per phase, at STALL_RATE a second
+    stall_clean: int  # messages without stalled clients, at STALL_RATE a second
+    stall_messages: int  # messages with them
     many_rooms: int
     per_room: int
     hold: float
     runners: tuple[str, ...] = RUNNERS
 
-    STALL_RATE = 20
+    STALL_RATE = 50
 
     @classmethod
     def make(cls, quick: bool, rounds: int | None, runners: tuple[str, ...]) -> Plan:
         if quick:
             return cls(
                 True, rounds or 1, 20, 100, 200, seconds=1.0, latency_messages=10,
-                stall_live=20, stalled=10, stall_messages=30, many_rooms=30, per_room=5,
-                hold=1, runners=runners,
+                stall_live=20, stalled=5, stall_clean=50, stall_messages=150, many_rooms=30,
+                per_room=5, hold=1, runners=runners,
             )  # fmt: skip
         return cls(
-            False, rounds or 3, 100, 1000, 1000, seconds=5, latency_messages=60,
-            stall_live=100, stalled=50, stall_messages=120, many_rooms=1000, per_room=5,
-            hold=2, runners=runners,
+            False, rounds or 3, 100, 1000, 1000, seconds=4, latency_messages=60,
+            stall_live=100, stalled=20, stall_clean=200, stall_messages=400, many_rooms=1000,
+            per_room=5, hold=2, runners=runners,
         )  # fmt: skip
 
     def specs(self, redis: bool, postgres: bool) -> list[Spec]:
@@ -202,7 +204,7 @@ def drive(server: Server, redis: PrivateRedis | None, spec: Spec, hold: float = 
             name = line.split()[1] if len(line.split()) > 1 else "start"
             pids = server.pids
             now = (cpu_seconds(pids), time.perf_counter(), core_times())
-            at = {"rss_kib": rss_kib(pids), "t": now[1]}
+            at = {"rss_kib": rss_kib(pids), "t": now[1], "sendq_kib": send_queue_kib(server.ports)}
             if redis is not None and redis.url and spec.kind in ("roomcast+redis", "roomcast+pg"):
                 at["redis"] = redis.commands()
             figures["marks"][name] = at
@@ -253,13 +255,22 @@ def options(spec: Spec, plan: Plan, size: int) -> dict:
     if spec.mode == "stall":
         return {
             "senders": SENDERS,
-            "messages": plan.stall_messages,
+            "messages": plan.stall_clean,
+            "stalled_messages": plan.stall_messages,
             "rate": Plan.STALL_RATE,
             "stalled": plan.stalled,
             "pad": STALL_PAD,
             "timeout": 10,
         }
     return {}
+
+
+def wave(spec: Spec) -> int:
+    """Sockets connecting at once. On PostgreSQL every socket's first query opens a database
+    connection (conn_max_age=0), one after another on the server's database thread: 50 at
+    once can outlast daphne's 5 s handshake timeout on a busy core, so they come 10 at a time.
+    """
+    return 10 if spec.kind == "roomcast+pg" else 50
 
 
 def scenario(servers: Servers, redis: PrivateRedis | None, spec: Spec, plan: Plan, size: int):
@@ -284,6 +295,7 @@ def scenario(servers: Servers, redis: PrivateRedis | None, spec: Spec, plan: Pla
                 opts["pad"] = opts.get("pad", ROOMCAST_PAD)
                 opts["size"] = size
             hold = plan.hold if spec.mode == "memory" else 0
+            opts["wave"] = wave(spec)
             row.update(drive(server, redis, spec, hold, receivers=spec.sockets, **opts))
             row["rss_kib_before"] = rss_before
             derive(row, spec)
@@ -308,6 +320,7 @@ def derive(row: dict, spec: Spec) -> None:
     if spec.mode == "stall" and {"clean", "stalled", "end"} <= set(marks):
         row["growth_clean_kib"] = marks["stalled"]["rss_kib"] - marks["clean"]["rss_kib"]
         row["growth_stalled_kib"] = marks["end"]["rss_kib"] - marks["stalled"]["rss_kib"]
+        row["kernel_stalled_kib"] = marks["end"]["sendq_kib"] - marks["stalled"]["sendq_kib"]
     start, end = marks.get("start", {}), marks.get("end", {})
     if "redis" in start and "redis" in end and row.get("messages"):
         delta = {k: end["redis"].get(k, 0) - start["redis"].get(k, 0) for k in end["redis"]}

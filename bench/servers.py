@@ -139,6 +139,23 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def send_queue_kib(ports: set[int]) -> int:
+    """Bytes the kernel holds unsent on the established sockets of these local ports, KiB.
+
+    What a client does not read waits here first (up to about half of tcp_wmem's maximum
+    per socket), before the server process buffers any of it.
+    """
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if fields[3] == "01" and port in ports:  # 01: ESTABLISHED
+                    total += int(fields[4].split(":")[0], 16)
+    return total // 1024
+
+
 def core_times() -> dict[int, tuple[int, int]]:
     """(busy, total) clock ticks of each core so far, from /proc/stat; iowait counts as idle.
 
@@ -208,6 +225,10 @@ class Server:
     cookies: list[str]
     logs: list[Path]
     redis: object | None = None
+
+    @property
+    def ports(self) -> set[int]:
+        return {int(url.split(":")[2].split("/")[0]) for url in self.urls}
 
     @property
     def pids(self) -> list[int]:
