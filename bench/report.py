@@ -385,7 +385,13 @@ def targets(results: dict) -> list[dict]:
                 "each socket keeps more state than the tutorial consumer's",
             )
         )
-    checked = [r for r in rows if r["server"].startswith("roomcast") and r["mode"] != "memory"]
+    # Stalled-client runs report their live sockets' losses in their own target: an open loop
+    # that outruns a stuck server loses deliveries by design there.
+    checked = [
+        r
+        for r in rows
+        if r["server"].startswith("roomcast") and r["mode"] not in ("memory", "stall")
+    ]
     faults = [
         None
         if r.get("lost") is None

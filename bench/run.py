@@ -320,7 +320,9 @@ def derive(row: dict, spec: Spec) -> None:
     if spec.mode == "stall" and {"clean", "stalled", "end"} <= set(marks):
         row["growth_clean_kib"] = marks["stalled"]["rss_kib"] - marks["clean"]["rss_kib"]
         row["growth_stalled_kib"] = marks["end"]["rss_kib"] - marks["stalled"]["rss_kib"]
-        row["kernel_stalled_kib"] = marks["end"]["sendq_kib"] - marks["stalled"]["sendq_kib"]
+        # After the drain the live sockets' queues are empty: what the kernel still holds is
+        # the stalled clients'.
+        row["kernel_stalled_kib"] = marks["end"]["sendq_kib"]
     start, end = marks.get("start", {}), marks.get("end", {})
     if "redis" in start and "redis" in end and row.get("messages"):
         delta = {k: end["redis"].get(k, 0) - start["redis"].get(k, 0) for k in end["redis"]}
