@@ -266,11 +266,15 @@ def options(spec: Spec, plan: Plan, size: int) -> dict:
 
 
 def wave(spec: Spec) -> int:
-    """Sockets connecting at once. On PostgreSQL every socket's first query opens a database
-    connection (conn_max_age=0), one after another on the server's database thread: 50 at
-    once can outlast daphne's 5 s handshake timeout on a busy core, so they come 10 at a time.
+    """Sockets connecting at once. Connects queue behind the server's one database thread, and
+    daphne drops a socket not accepted within 5 s (`--websocket_connect_timeout`): on
+    PostgreSQL every query also opens a connection (conn_max_age=0), and 5,000 sockets of many
+    rooms keep the queue long, so those come in smaller waves (the server's connect rate, not
+    the wave, sets how long filling a room takes).
     """
-    return 10 if spec.kind == "roomcast+pg" else 50
+    if spec.kind == "roomcast+pg":
+        return 10
+    return 20 if spec.rooms > 1 else 50
 
 
 def scenario(servers: Servers, redis: PrivateRedis | None, spec: Spec, plan: Plan, size: int):
