@@ -507,21 +507,23 @@ async def stall(bench: Bench) -> dict:
     """
     args = bench.args
     bench.latencies = []
-    total = args.messages + args.stalled_messages
+    warm = args.warmup
+    total = warm + args.messages + args.stalled_messages
     await bench.connect_receivers(args.receivers)
     bench.expect(total)
     await bench.connect_senders()
+    await open_loop(bench, 0, warm)  # first renders, caches, buffers: not the stall's cost
     mark("clean")
-    await open_loop(bench, 0, args.messages)
+    await open_loop(bench, warm, args.messages)
     await bench.connect_stalled(args.stalled)
     mark("stalled")
-    await open_loop(bench, args.messages, args.stalled_messages)
+    await open_loop(bench, warm + args.messages, args.stalled_messages)
     await bench.drain(total)
     mark("end")  # every live socket has every message: what the server still holds is theirs
     phases = {}
     for name, first, count in (
-        ("clean", 0, args.messages),
-        ("stalled", args.messages, args.stalled_messages),
+        ("clean", warm, args.messages),
+        ("stalled", warm + args.messages, args.stalled_messages),
     ):
         seen = [s for i, s in bench.latencies if first <= i < first + count]
         phases[name] = {**percentiles(seen), "lost": count * len(bench.clients) - len(seen)}
@@ -567,6 +569,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--stalled", type=int, default=0, help="stall: clients that never read")
     parser.add_argument("--stalled-messages", type=int, default=0, help="stall: second phase")
+    parser.add_argument("--warmup", type=int, default=0, help="stall: messages before both")
     parser.add_argument("--cookie", action="append", help="a poster's Cookie header (repeat)")
     parser.add_argument("--messages", type=int, default=100000, help="at most this many")
     parser.add_argument("--window", type=int, default=64, help="closed loop: most in flight")

@@ -101,8 +101,7 @@ class Plan:
     latency_messages: int
     stall_live: int
     stalled: int
-    stall_clean: int  # messages without stalled clients, at STALL_RATE a second
-    stall_messages: int  # messages with them
+    stall_messages: int  # messages without stalled clients, then as many with them
     many_rooms: int
     per_room: int
     hold: float
@@ -115,12 +114,12 @@ class Plan:
         if quick:
             return cls(
                 True, rounds or 1, 20, 100, 200, seconds=1.0, latency_messages=10,
-                stall_live=20, stalled=5, stall_clean=50, stall_messages=150, many_rooms=30,
+                stall_live=20, stalled=5, stall_messages=120, many_rooms=30,
                 per_room=5, hold=1, runners=runners,
             )  # fmt: skip
         return cls(
             False, rounds or 3, 100, 1000, 1000, seconds=4, latency_messages=60,
-            stall_live=100, stalled=20, stall_clean=200, stall_messages=400, many_rooms=1000,
+            stall_live=100, stalled=20, stall_messages=300, many_rooms=1000,
             per_room=5, hold=2, runners=runners,
         )  # fmt: skip
 
@@ -255,7 +254,8 @@ def options(spec: Spec, plan: Plan, size: int) -> dict:
     if spec.mode == "stall":
         return {
             "senders": SENDERS,
-            "messages": plan.stall_clean,
+            "warmup": plan.stall_messages // 3,
+            "messages": plan.stall_messages,
             "stalled_messages": plan.stall_messages,
             "rate": Plan.STALL_RATE,
             "stalled": plan.stalled,

@@ -34,8 +34,7 @@ def plan(**changes) -> dict:
         "idle": 1000,
         "stall_live": 100,
         "stalled": 20,
-        "stall_clean": 200,
-        "stall_messages": 400,
+        "stall_messages": 300,
         "many_rooms": 1000,
         "per_room": 5,
         "runners": ["daphne"],
@@ -102,6 +101,17 @@ def test_figures_flag_a_threefold_swing():
     assert speed["swings"] is True
 
 
+def test_targets_swing_on_noisy_rounds_is_not_counted():
+    rows = [
+        row(round=n, frames_per_s=v, server_core_busy=1.0, server_cpu=0.3)
+        for n, v in enumerate([21000.0, 19000.0, 1950.0])
+    ]
+    results = {"rows": rows, "plan": plan()}
+    results["figures"] = report.figures(results)
+    swings = next(t for t in report.targets(results) if t["what"].startswith("figures whose"))
+    assert swings["values"] == [0]
+
+
 def test_figures_steady_rounds_do_not_swing():
     rows = [row(round=n, frames_per_s=v) for n, v in enumerate([21000.0, 19000.0, 15000.0])]
     speed = next(f for f in report.figures({"rows": rows}) if f["name"] == "frames/s")
@@ -120,6 +130,14 @@ def test_targets_lost_message_fails_correctness():
     results = {"rows": rows, "plan": plan(), "figures": []}
     faults = next(t for t in report.targets(results) if t["what"].startswith("Roomcast lost"))
     assert faults["verdict"] == "MISS"
+
+
+def test_targets_stall_growth_past_bound_is_a_miss():
+    stall = {"growth_clean_kib": 1024, "growth_stalled_kib": 26 * 1024, "frame_bytes": 3400}
+    rows = [row(mode="stall", sockets=100, round=n, **stall) for n in range(3)]
+    results = {"rows": rows, "plan": plan(), "figures": []}
+    growth = next(t for t in report.targets(results) if "RSS growth" in t["what"])
+    assert (growth["worst"], growth["verdict"]) == (26.0, "MISS")
 
 
 def test_recommendation_prefers_bounded_memory_over_speed():
