@@ -9,10 +9,14 @@ and each sender's messages in the order sent (and, from Roomcast, rising `data-s
     python bench/loadgen.py throughput --url ws://127.0.0.1:8001/ws/rooms/bench/ \
         --receivers 1000 --protocol roomcast --cookie sessionid=...
 
-It prints MARK when the measured part starts (bench/run.py samples the server's CPU time
-and memory then) and one JSON object on its last line of output. Anything that stops the run (a
-refused post, a socket the server closes, no progress for `--stall` seconds) ends it at
-once with the reason in "error", instead of hanging.
+Several `--url`s of one room (one per server process) spread the sockets over them;
+`--per-room N` makes each URL a room of its own with N sockets, the first of which posts.
+`stall` mode adds `--stalled` clients that never read after their handshake.
+
+It prints `MARK <name>` when a measured part starts or ends (bench/run.py samples the
+server's CPU time and memory then) and one JSON object on its last line of output.
+Anything that stops the run (a refused post, a socket the server closes, no progress for
+`--stall` seconds) ends it at once with the reason in "error", instead of hanging.
 """
 
 from __future__ import annotations
@@ -25,24 +29,40 @@ import html
 import json
 import os
 import re
+import socket
 import statistics
 import struct
 import sys
 import time
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 INDEX = re.compile(rb"m(\d+) (\d+\.\d+)")
 SEQ = re.compile(rb'data-seq="(\d+)"')
 # Roomcast's error fragment; the form reset a sender gets after each post has it empty.
 ERROR = re.compile(rb'id="message-error"[^>]*>([^<]*)<')
 TUTORIAL_WRAPPER = len(json.dumps({"message": ""}))
+STALLED_RCVBUF, STALLED_MSS = 4096, 1448
 
 
 class Client(asyncio.Protocol):
-    """One WebSocket connection; counts the broadcast messages it receives."""
+    """One WebSocket connection; counts the broadcast messages it receives.
 
-    def __init__(self, bench: Bench, number: int) -> None:
-        self.bench, self.number = bench, number
+    `room` numbers its room among the run's rooms; a `poster` posts and checks the answers
+    to its posts; a `counted` client counts what it receives; a `stalled` one stops reading
+    right after its handshake (a tab that never reads) and may be closed by the server.
+    """
+
+    def __init__(
+        self,
+        bench: Bench,
+        number: int,
+        room: int = 0,
+        poster: bool = False,
+        counted: bool = True,
+        stalled: bool = False,
+    ) -> None:
+        self.bench, self.number, self.room = bench, number, room
+        self.poster, self.counted, self.stalled = poster, counted, stalled
         self.buffer = bytearray()
         self.handshaken = asyncio.get_running_loop().create_future()
         self.upgraded = False
@@ -54,16 +74,14 @@ class Client(asyncio.Protocol):
         self.reordered = 0
         self.seen: bytearray | None = None
 
-    @property
-    def is_sender(self) -> bool:
-        return self.number < 0
-
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def connection_lost(self, exc) -> None:
         if not self.handshaken.done():
             self.handshaken.set_exception(ConnectionError("closed during the handshake"))
+        elif self.stalled:
+            self.bench.stalled_closed += 1  # a server may close a client that never reads
         elif not self.closing:
             self.bench.fail(f"the server dropped socket {self.number} ({exc or 'EOF'})")
 
@@ -109,24 +127,27 @@ class Client(asyncio.Protocol):
             return False
         self.upgraded = True
         self.handshaken.set_result(None)
+        if self.stalled:
+            self.transport.pause_reading()  # never read again: the kernel buffers fill up
         return True
 
     def on_close(self, payload: bytes) -> None:
         code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else None
         reason = payload[2:].decode(errors="replace")
-        if not self.closing:
+        if not self.closing and not self.stalled:
             self.bench.fail(f"the server closed socket {self.number}: code {code} {reason}")
         self.closing = True
         self.transport.close()
 
     def on_text(self, payload: bytes) -> None:
-        if self.is_sender:
-            # Senders hear their own messages too, but are not counted; a refused post is
-            # fatal (a rate limit, say): the run would otherwise wait for it forever.
+        if self.poster:
+            # Posters hear the answers to their posts: a refused post is fatal (a rate limit,
+            # say): the run would otherwise wait for it forever.
             error = ERROR.search(payload)
             if error and error[1].strip():
                 text = html.unescape(error[1].decode()).strip()
                 self.bench.fail(f"the server refused a post: {text!r}")
+        if not self.counted:
             return
         if self.bench.frame_bytes is None and INDEX.search(payload):
             self.bench.frame_bytes = len(payload)
@@ -136,25 +157,26 @@ class Client(asyncio.Protocol):
                 if seq < self.last_seq:
                     self.reordered += 1
                 self.last_seq = max(self.last_seq, seq)
-        # A frame may carry several messages (a gap filled in one batch): count each.
+        # A frame may carry several messages (batched, or a gap filled): count each.
         for match in INDEX.finditer(payload):
             self.on_message(int(match[1]), float(match[2]))
 
     def on_message(self, index: int, sent_at: float) -> None:
         self.received += 1
-        # Messages of one sender must arrive in the order sent (senders take turns).
-        sender = index % self.bench.args.senders
+        # Messages of one poster must arrive in the order sent (posters take turns).
+        sender = index % len(self.bench.posters)
         last = self.last_by_sender.get(sender, -1)
         if index < last:
             self.reordered += 1
         else:
             self.last_by_sender[sender] = index
-        if self.seen is not None and index < len(self.seen):
-            if self.seen[index]:
+        local = index // self.bench.rooms  # message `index` goes to room index % rooms
+        if self.seen is not None and local < len(self.seen):
+            if self.seen[local]:
                 self.bench.duplicated += 1
-            self.seen[index] = 1
+            self.seen[local] = 1
         if self.bench.latencies is not None:
-            self.bench.latencies.append(time.time() - sent_at)
+            self.bench.latencies.append((index, time.time() - sent_at))
         self.bench.delivered()
 
     def send(self, payload: bytes, opcode: int = 1) -> None:
@@ -186,13 +208,25 @@ class Bench:
 
     def __init__(self, args) -> None:
         self.args = args
-        self.url = urlsplit(args.url)
+        urls = list(args.url or [])
+        if args.urls_file:
+            with open(args.urls_file) as lines:
+                urls += [line.strip() for line in lines if line.strip()]
+        if not urls:
+            raise SystemExit("loadgen: no --url")
+        self.urls = [urlsplit(url) for url in urls]
+        # --per-room: every URL is a room of its own; otherwise all URLs are one room (served
+        # by several processes) and the sockets are spread over them.
+        self.rooms = len(self.urls) if args.per_room else 1
         self.check_seq = args.protocol == "roomcast"
         self.clients: list[Client] = []
-        self.senders: list[Client] = []
+        self.posters: list[Client] = []
+        self.stalled: list[Client] = []
+        self.stalled_closed = 0
+        self.connect_s: float | None = None
         self.frame_bytes: int | None = None
         self.duplicated = 0
-        self.latencies: list[float] | None = None
+        self.latencies: list[tuple[int, float]] | None = None
         self.deliveries = 0
         self.deliveries_wanted = 0
         self.done = asyncio.Event()
@@ -200,6 +234,11 @@ class Bench:
         self.started = time.perf_counter()
         self.wake_at = float("inf")
         self.progress = asyncio.Event()
+
+    @property
+    def per_message(self) -> int:
+        """Deliveries one message makes: the sockets counted in its room."""
+        return max(1, len(self.clients) // self.rooms)
 
     def delivered(self) -> None:
         self.deliveries += 1
@@ -215,20 +254,28 @@ class Bench:
         self.done.set()
         self.progress.set()
 
-    async def connect(self, number: int, cookie: str | None = None) -> Client:
+    async def connect(self, url: SplitResult, cookie: str | None = None, **role) -> Client:
         loop = asyncio.get_running_loop()
-        _, client = await loop.create_connection(
-            lambda: Client(self, number), self.url.hostname, self.url.port
-        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if role.get("stalled"):
+            # A small receive buffer: what the client's kernel would absorb for a tab that
+            # does not read is small, so the server's own buffering shows within seconds.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RCVBUF)
+            # An Ethernet-sized segment, not loopback's 64 KiB one: the server's kernel sizes
+            # its send buffer from the segment size, as it would for a real remote client.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, STALLED_MSS)
+        await loop.sock_connect(sock, (url.hostname, url.port))
+        _, client = await loop.create_connection(lambda: Client(self, **role), sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
-            f"GET {self.url.path} HTTP/1.1",
-            f"Host: {self.url.netloc}",
+            f"GET {url.path} HTTP/1.1",
+            f"Host: {url.netloc}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",
             "Sec-WebSocket-Version: 13",
-            f"Origin: http://{self.url.netloc}",
+            f"Origin: http://{url.netloc}",
         ]
         if cookie:
             lines.append(f"Cookie: {cookie}")
@@ -242,25 +289,56 @@ class Bench:
             client.send_json({"action": "sync", "last_seq": str(self.args.last_seq)})
         return client
 
+    def cookie(self, n: int) -> str | None:
+        cookies = self.args.cookie or [None]
+        return cookies[n % len(cookies)]
+
     async def connect_receivers(self, count: int) -> None:
-        for start in range(0, count, 100):  # in waves, not to flood the server's accept queue
-            batch = range(start, min(start + 100, count))
-            self.clients += await asyncio.gather(*(self.connect(n) for n in batch))
+        """`count` counted sockets: spread over the URLs of one room, or `per_room` a room."""
+
+        def plan(n: int) -> tuple[SplitResult, str | None, dict]:
+            if not self.args.per_room:
+                return self.urls[n % len(self.urls)], None, {"number": n}
+            room, place = divmod(n, self.args.per_room)
+            poster = place == 0  # the first socket of each room posts (signed in)
+            cookie = self.cookie(room) if poster else None
+            return self.urls[room], cookie, {"number": n, "room": room, "poster": poster}
+
+        # In waves: a burst of connects queues behind the server's database thread, and daphne
+        # drops a socket not accepted within 5 s (its --websocket_connect_timeout).
+        started, wave = time.perf_counter(), self.args.wave
+        for start in range(0, count, wave):
+            batch = [plan(n) for n in range(start, min(start + wave, count))]
+            made = await asyncio.gather(*(self.connect(u, c, **role) for u, c, role in batch))
+            self.clients += made
+            self.posters += [client for client in made if client.poster]
+        self.connect_s = time.perf_counter() - started
         await asyncio.sleep(0.5)  # the last syncs are answered
 
     async def connect_senders(self) -> None:
-        cookies = self.args.cookie or [None]
+        """Separate, uncounted posters (one room): spread over the URLs like the receivers."""
+        if self.args.per_room:
+            return
         for n in range(self.args.senders):
-            self.senders.append(await self.connect(-1 - n, cookies[n % len(cookies)]))
+            url = self.urls[n % len(self.urls)]
+            role = {"number": -1 - n, "poster": True, "counted": False}
+            self.posters.append(await self.connect(url, self.cookie(n), **role))
         await asyncio.sleep(0.2)
+
+    async def connect_stalled(self, count: int) -> None:
+        """Clients that never read after their handshake, beside the others."""
+        for n in range(count):
+            url = self.urls[n % len(self.urls)]
+            role = {"number": 1_000_000 + n, "counted": False, "stalled": True}
+            self.stalled.append(await self.connect(url, None, **role))
 
     def expect(self, messages: int) -> None:
         for client in self.clients:
-            client.seen = bytearray(messages)
+            client.seen = bytearray(messages // self.rooms + 1)
 
     def message(self, index: int) -> None:
-        """Send message `index` from its sender, padded to the run's frame size."""
-        sender = self.senders[index % len(self.senders)]
+        """Send message `index` from its poster, padded to the run's frame size."""
+        sender = self.posters[index % len(self.posters)]
         text = f"m{index} {time.time():.6f} "
         if self.args.protocol == "roomcast":
             sender.send_json({"action": "post", "message": text + "x" * self.args.pad})
@@ -281,7 +359,7 @@ class Bench:
         and `window` messages: a fast server always has a backlog, and a slow one's backlog
         (and the drain at the end) stays short.
         """
-        done = self.deliveries / len(self.clients)
+        done = self.deliveries / self.per_message
         rate = done / max(time.perf_counter() - self.started, 1e-3)
         limit = min(self.args.window, max(self.args.min_window, rate * self.args.max_lag))
         return index - done >= limit
@@ -289,7 +367,7 @@ class Bench:
     async def wait_to_send(self, index: int) -> None:
         """Until the closed loop may send message `index`."""
         while self.too_far_ahead(index) and self.error is None:
-            self.wake_at = self.deliveries + len(self.clients)  # one more message's worth
+            self.wake_at = self.deliveries + self.per_message  # one more message's worth
             self.progress.clear()
             try:
                 await asyncio.wait_for(self.progress.wait(), self.args.stall)
@@ -299,39 +377,49 @@ class Bench:
 
     async def drain(self, messages: int) -> None:
         """Wait for every receiver to get every message (or for the timeout)."""
-        self.deliveries_wanted = messages * len(self.clients)
+        self.deliveries_wanted = self.expected(messages)
         if self.deliveries >= self.deliveries_wanted:
             self.done.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.done.wait(), timeout=self.args.timeout)
 
+    def expected(self, messages: int) -> int:
+        """Deliveries that `messages` messages make: each goes to the sockets of its room."""
+        full, rest = divmod(messages, self.rooms)
+        return (full * self.rooms + rest) * self.per_message
+
     def counts(self, messages: int) -> dict:
         received = sum(c.received for c in self.clients)
         unique = received - self.duplicated
-        first = self.clients[0].seen if self.clients else bytearray(messages)
+        first = self.clients[0].seen if self.clients else bytearray()
+        missing = [i * self.rooms for i in range(len(first)) if not first[i]]
         return {
             "messages": messages,
             "deliveries": received,
-            "lost": messages * len(self.clients) - unique,
+            "lost": self.expected(messages) - unique,
             "duplicated": self.duplicated,
             "reordered": sum(c.reordered for c in self.clients),
-            "missing_at_first_socket": [i for i in range(messages) if not first[i]][:20],
+            "missing_at_first_socket": [i for i in missing if i < messages][:20],
             "frame_bytes": self.frame_bytes,
+            "sockets_open": len(self.clients) + len(self.stalled) + len(self.posters),
+            "connect_s": self.connect_s,
+            "rooms": self.rooms,
             "error": self.error,
         }
 
     def close(self) -> None:
-        for client in self.clients + self.senders:
-            client.close()
+        for client in self.clients + self.posters + self.stalled:
+            if client.transport is not None:
+                client.close()
 
 
-def mark() -> None:
-    """Tell bench/run.py that the measured part starts now."""
-    print("MARK", flush=True)
+def mark(name: str = "start") -> None:
+    """Tell bench/run.py that a measured part starts (or ends) now."""
+    print(f"MARK {name}", flush=True)
 
 
 async def throughput(bench: Bench) -> dict:
-    """Closed loop: senders take turns, at most `window` messages ahead of receiver 0."""
+    """Closed loop: posters take turns, at most a window of messages ahead of delivery."""
     args = bench.args
     await bench.connect_receivers(args.receivers)
     bench.expect(args.messages)
@@ -350,12 +438,43 @@ async def throughput(bench: Bench) -> dict:
         sent += 1
     await bench.drain(sent)
     elapsed = time.perf_counter() - started
+    mark("end")
     return {
         **bench.counts(sent),
         "seconds": elapsed,
         "frames_per_s": bench.deliveries / elapsed,
+        "messages_per_s": bench.deliveries / bench.per_message / elapsed,
         "loadgen_cpu": (time.process_time() - cpu) / elapsed,
     }
+
+
+def percentiles(latencies: list[float]) -> dict:
+    """p50, p99 and max of latencies in seconds, as milliseconds."""
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float | None:
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {
+        "p50_ms": at(0.50),
+        "p99_ms": at(0.99),
+        "max_ms": at(1.0),
+        "mean_ms": statistics.fmean(ordered) * 1000 if ordered else None,
+    }
+
+
+async def open_loop(bench: Bench, first: int, count: int) -> None:
+    """Send messages first..first+count-1 at `rate` a second, whatever the server does."""
+    started = time.perf_counter()
+    for n in range(count):
+        delay = started + n / bench.args.rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if bench.error:
+            break
+        bench.message(first + n)
 
 
 async def latency(bench: Bench) -> dict:
@@ -367,30 +486,54 @@ async def latency(bench: Bench) -> dict:
     await bench.connect_senders()
     mark()
     cpu, started = time.process_time(), time.perf_counter()
-    for index in range(args.messages):
-        delay = started + index / args.rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if bench.error:
-            break
-        bench.message(index)
+    await open_loop(bench, 0, args.messages)
     await bench.drain(args.messages)
     elapsed = time.perf_counter() - started
-    latencies = sorted(bench.latencies)
-
-    def percentile(q: float) -> float | None:
-        if not latencies:
-            return None
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-
+    mark("end")
     return {
         **bench.counts(args.messages),
+        **percentiles([seconds for _, seconds in bench.latencies]),
         "offered_frames_per_s": round(args.rate * args.receivers),
-        "p50_ms": percentile(0.50),
-        "p99_ms": percentile(0.99),
-        "max_ms": percentile(1.0),
-        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else None,
         "loadgen_cpu": (time.process_time() - cpu) / elapsed,
+    }
+
+
+async def stall(bench: Bench) -> dict:
+    """Open loop in two phases: `messages` without, then `stalled_messages` with `stalled`
+    clients that never read.
+
+    The live receivers' latency and losses are reported per phase; bench/run.py samples the
+    server's memory at each MARK, so the growth of each phase can be compared.
+    """
+    args = bench.args
+    bench.latencies = []
+    warm = args.warmup
+    total = warm + args.messages + args.stalled_messages
+    await bench.connect_receivers(args.receivers)
+    bench.expect(total)
+    await bench.connect_senders()
+    await open_loop(bench, 0, warm)  # first renders, caches, buffers: not the stall's cost
+    mark("clean")
+    await open_loop(bench, warm, args.messages)
+    await bench.connect_stalled(args.stalled)
+    mark("stalled")
+    await open_loop(bench, warm + args.messages, args.stalled_messages)
+    await bench.drain(total)
+    mark("end")  # every live socket has every message: what the server still holds is theirs
+    phases = {}
+    for name, first, count in (
+        ("clean", warm, args.messages),
+        ("stalled", warm + args.messages, args.stalled_messages),
+    ):
+        seen = [s for i, s in bench.latencies if first <= i < first + count]
+        phases[name] = {**percentiles(seen), "lost": count * len(bench.clients) - len(seen)}
+    counts = bench.counts(total)  # a lagging server's losses are in the phases, not an error
+    return {
+        **counts,
+        "phases": phases,
+        "stalled": args.stalled,
+        "stalled_closed": bench.stalled_closed,
+        "offered_frames_per_s": round(args.rate * args.receivers),
     }
 
 
@@ -399,14 +542,16 @@ async def idle(bench: Bench) -> dict:
     await bench.connect_receivers(bench.args.receivers)
     mark()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    return {"sockets": len(bench.clients), "error": bench.error}
+    return {"sockets_open": len(bench.clients), "connect_s": bench.connect_s, "error": bench.error}
+
+
+MODES = {"throughput": throughput, "latency": latency, "stall": stall, "idle": idle}
 
 
 async def run(args) -> dict:
     bench = Bench(args)
-    mode = {"throughput": throughput, "latency": latency, "idle": idle}[args.mode]
     try:
-        return await mode(bench)
+        return await MODES[args.mode](bench)
     except (OSError, TimeoutError) as error:
         return {"error": f"could not connect: {error or type(error).__name__}"}
     finally:
@@ -415,12 +560,17 @@ async def run(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="WebSocket load for bench/run.py")
-    parser.add_argument("mode", choices=["throughput", "latency", "idle"])
-    parser.add_argument("--url", required=True)
+    parser.add_argument("mode", choices=list(MODES))
+    parser.add_argument("--url", action="append", help="a socket URL (repeat: one per server)")
+    parser.add_argument("--urls-file", help="more URLs, one a line")
+    parser.add_argument("--per-room", type=int, default=0, help="each URL is a room of N")
     parser.add_argument("--protocol", choices=["roomcast", "tutorial", "bare"], required=True)
     parser.add_argument("--receivers", type=int, default=100)
     parser.add_argument("--senders", type=int, default=4)
-    parser.add_argument("--cookie", action="append", help="a sender's Cookie header (repeat)")
+    parser.add_argument("--stalled", type=int, default=0, help="stall: clients that never read")
+    parser.add_argument("--stalled-messages", type=int, default=0, help="stall: second phase")
+    parser.add_argument("--warmup", type=int, default=0, help="stall: messages before both")
+    parser.add_argument("--cookie", action="append", help="a poster's Cookie header (repeat)")
     parser.add_argument("--messages", type=int, default=100000, help="at most this many")
     parser.add_argument("--window", type=int, default=64, help="closed loop: most in flight")
     parser.add_argument("--min-window", type=int, default=4, help="closed loop: least")
@@ -430,6 +580,7 @@ def main() -> None:
     parser.add_argument("--pad", type=int, default=300, help="roomcast: body padding")
     parser.add_argument("--size", type=int, default=700, help="tutorial, bare: frame bytes")
     parser.add_argument("--last-seq", type=int, default=0)
+    parser.add_argument("--wave", type=int, default=50, help="sockets connecting at once")
     parser.add_argument("--timeout", type=float, default=60, help="to drain after sending")
     parser.add_argument("--stall", type=float, default=15, help="longest wait for progress")
     result = asyncio.run(run(parser.parse_args()))
