@@ -297,6 +297,9 @@ class Servers:
             # The benchmark floods on purpose: no rate limit or socket cap may refuse it.
             "ROOMCAST_POST_RATE_LIMIT": "1000000000",
             "ROOMCAST_MAX_SOCKETS_PER_USER": "1000000",
+            "ROOMCAST_FRAME_BURST": "1000000000",
+            "ROOMCAST_FRAME_RATE": "1000000000",
+            "ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS": "1000000",
         }
 
     def seed(self, url: str, rooms: int | None = None) -> Database:
