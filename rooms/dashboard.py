@@ -22,7 +22,7 @@ from django.db.models.functions import TruncMinute
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from rooms import presence
+from rooms import presence, workers
 from rooms.models import Message, Room
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,9 @@ def context(figures: list[RoomFigures], online: int) -> dict:
 async def current_context(hub) -> dict:
     """The dashboard's figures now, with presence from the hub's store."""
     figures = await database_sync_to_async(room_figures)()
-    return context(figures, await count_online(figures, hub.present))
+    ctx = context(figures, await count_online(figures, hub.present))
+    ctx["jobs"] = await database_sync_to_async(workers.queue_figures)()
+    return ctx
 
 
 async def count_online(figures: list[RoomFigures], present) -> int:
@@ -132,7 +134,9 @@ def page_context() -> dict:
         finally:
             await store.close()
 
-    return context(figures, async_to_sync(online)())
+    ctx = context(figures, async_to_sync(online)())
+    ctx["jobs"] = workers.queue_figures()
+    return ctx
 
 
 def render(ctx: dict) -> str:

@@ -113,3 +113,18 @@ async def test_people_online_come_from_presence(room, alice, dashboard_socket, r
     update = await dashboard_socket.receive_fragment()
     assert update.target("dashboard").element.select_one("#total-online").get_text() == "1"
     assert update.select(f"#dashboard-room-{room.pk} .online")[0].get_text() == "1"
+
+
+def test_dashboard_shows_the_job_queue(client, room, alice):
+    """Waiting, running and failed-in-the-last-hour jobs, counted from the job table."""
+    from django_tasks_db.models import DBTaskResult
+
+    from rooms import tasks
+
+    tasks.ping.enqueue(1)
+    tasks.ping.enqueue(2)
+    DBTaskResult.objects.filter(pk=DBTaskResult.objects.first().pk).update(status="RUNNING")
+    queue = page(client).select_one("#job-queue")
+    assert queue.select_one("#jobs-waiting").get_text() == "1"
+    assert queue.select_one("#jobs-running").get_text() == "1"
+    assert queue.select_one("#jobs-failed").get_text() == "0"
