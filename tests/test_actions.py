@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from rooms import actions, events
 from rooms.models import Message, ReadMarker, Room
+from rooms.notifications import Notification
 from rooms.testing import capture_broadcasts
 
 pytestmark = pytest.mark.django_db
@@ -17,6 +18,26 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def secret(make_room, alice):
     return make_room("Secret", owner=alice, is_private=True)
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """Run a write as if in its own transaction, with its on-commit callbacks."""
+
+    def run(function, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return function(*args, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def carol(make_user):
+    return make_user("carol")
+
+
+def inbox_items() -> list[tuple[int, str]]:
+    return list(Notification.objects.order_by("id").values_list("user_id", "kind"))
 
 
 # Posting
@@ -225,6 +246,77 @@ def test_set_members_removes_and_adds_through_actions(secret, bob, make_user):
         actions.set_members(secret, actions.SYSTEM, [carol])
     assert list(secret.members.all()) == [carol]
     assert captured.one(events.MEMBER_REMOVED).event["user"] == bob.pk
+
+
+# Notifications: each write leaves one inbox item, for the user it concerns
+
+
+def test_post_message_mention_notifies_the_mentioned_user_only(room, alice, bob, carol, committed):
+    committed(actions.post_message, room, alice, "hi @bob")
+    assert inbox_items() == [(bob.pk, Notification.MENTION)]
+
+
+def test_post_message_mention_notification_names_author_and_room(room, alice, bob, committed):
+    committed(actions.post_message, room, alice, "hi @bob")
+    assert Notification.objects.get().text == "alice mentioned you in Lobby: hi @bob"
+
+
+def test_post_message_sent_twice_with_one_client_key_notifies_once(room, alice, bob, committed):
+    committed(actions.post_message, room, alice, "hi @bob", client_key="k1")
+    committed(actions.post_message, room, alice, "hi @bob", client_key="k1")
+    assert inbox_items() == [(bob.pk, Notification.MENTION)]
+
+
+def test_post_message_mention_in_a_private_room_the_user_cannot_read_notifies_nobody(
+    secret, alice, bob, committed
+):
+    committed(actions.post_message, secret, alice, "hi @bob")
+    assert inbox_items() == []
+
+
+def test_post_message_without_a_mention_notifies_nobody(room, alice, bob, committed):
+    committed(actions.post_message, room, alice, "hi bob")
+    assert inbox_items() == []
+
+
+def test_post_message_rolled_back_notifies_nobody(room, alice, bob):
+    from django.db import transaction
+
+    with transaction.atomic():
+        actions.post_message(room, alice, "hi @bob")
+        transaction.set_rollback(True)
+    assert inbox_items() == []
+
+
+def test_add_member_notifies_the_added_member_only(secret, alice, bob, carol, committed):
+    committed(actions.add_member, secret, alice, bob)
+    assert inbox_items() == [(bob.pk, Notification.ADDED)]
+
+
+def test_add_member_of_a_member_notifies_nobody_again(secret, alice, bob, committed):
+    committed(actions.add_member, secret, alice, bob)
+    committed(actions.add_member, secret, alice, bob)
+    assert inbox_items() == [(bob.pk, Notification.ADDED)]
+
+
+def test_add_member_refused_notifies_nobody(room, alice, bob, committed):
+    with pytest.raises(actions.ActionError):
+        committed(actions.add_member, room, alice, bob)
+    assert inbox_items() == []
+
+
+def test_remove_member_notifies_the_removed_member_only(secret, alice, bob, carol, committed):
+    secret.members.add(bob, carol)
+    committed(actions.remove_member, secret, alice, bob)
+    assert inbox_items() == [(bob.pk, Notification.REMOVED)]
+
+
+def test_set_members_notifies_each_change_once(secret, bob, carol, committed):
+    secret.members.add(bob)
+    committed(actions.set_members, secret, actions.SYSTEM, [carol])
+    assert sorted(inbox_items()) == sorted(
+        [(bob.pk, Notification.REMOVED), (carol.pk, Notification.ADDED)]
+    )
 
 
 # Rooms and read markers
