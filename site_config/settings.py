@@ -272,9 +272,9 @@ for _network in ROOMCAST_METRICS_ALLOW:
         ipaddress.ip_network(_network, strict=False)
     except ValueError as _error:
         raise ImproperlyConfigured(f"ROOMCAST_METRICS_ALLOW: {_error}") from None
-# /readyz: the dotted path of a function returning how many job workers are alive; while it
-# is "" the workers' state is reported as "unknown".
-ROOMCAST_WORKER_CHECK = ""
+# /readyz: the dotted path of a function returning how many job workers are alive (each
+# worker's heartbeat row, seen within 3 lease periods); "" reports the workers as "unknown".
+ROOMCAST_WORKER_CHECK = "rooms.workers.live_worker_count"
 
 # Logs go to stderr: one JSON object per line with ROOMCAST_LOG_JSON=1 (for a log shipper;
 # `extra=` values such as a socket's room, user, duration and close code become fields),

@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -316,6 +317,30 @@ async def test_two_workers_run_fifty_jobs_each_exactly_once(jobs_site):
     assert sorted(value for value, _ in rows) == list(range(50))
     assert all(len(ids) == 1 for _, ids in rows)  # each claimed (and run) once
     assert {ids[0] for _, ids in rows} == {"one", "two"}
+
+
+def readiness(server: Server) -> tuple[int, dict]:
+    """/readyz's status code and answer."""
+    try:
+        response = urllib.request.urlopen(f"{server.base}/readyz", timeout=10)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    return response.status, json.loads(response.read())
+
+
+def test_readyz_sees_a_running_worker_and_not_one_that_stopped(jobs_site):
+    site = jobs_site
+    site.seed()
+    server = site.start_server()
+    assert readiness(server)[1]["checks"]["workers"] == "fail"
+    worker = site.start_worker("w1")
+    assert wait_until(lambda: readiness(server)[0] == 200, every=0.2)
+    assert readiness(server)[1]["checks"] == {"database": "ok", "redis": "ok", "workers": "ok"}
+    worker.kill(signal.SIGTERM)  # a clean stop removes its heartbeat at once
+    assert readiness(server) == (
+        503,
+        {"status": "fail", "checks": {"database": "ok", "redis": "ok", "workers": "fail"}},
+    )
 
 
 # The write layer notifies the mentioned users itself (and schedules the digest).
