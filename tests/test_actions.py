@@ -4,6 +4,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from bs4 import BeautifulSoup
 from django.contrib.auth.models import AnonymousUser
 from django.urls import reverse
 
@@ -377,3 +378,37 @@ def test_admin_adds_a_room(staff_client, alice):
     response = staff_client.post(url, {"title": "Ops", "slug": "ops", "owner": alice.pk})
     assert response.status_code == 302
     assert Room.objects.get().slug == "ops"
+
+
+JOB_RECORDS = ["export", "notification", "digestentry", "joblease", "workerheartbeat"]
+
+
+@pytest.mark.parametrize("model", JOB_RECORDS)
+def test_admin_lists_the_jobs_records(staff_client, model):
+    assert staff_client.get(reverse(f"admin:rooms_{model}_changelist")).status_code == 200
+
+
+@pytest.mark.parametrize("model", JOB_RECORDS)
+def test_admin_cannot_add_the_jobs_records(staff_client, model):
+    assert staff_client.get(reverse(f"admin:rooms_{model}_add")).status_code == 403
+
+
+def test_admin_shows_a_notification_without_a_save_button(staff_client, alice):
+    note = Notification.objects.create(user=alice, kind=Notification.ADDED, text="added")
+    response = staff_client.get(reverse("admin:rooms_notification_change", args=[note.pk]))
+    page = BeautifulSoup(response.content.decode(), "html.parser")
+    assert (response.status_code, page.select("input[name=_save]")) == (200, [])
+
+
+def test_admin_cannot_change_a_notification(staff_client, alice):
+    note = Notification.objects.create(user=alice, kind=Notification.ADDED, text="added")
+    url = reverse("admin:rooms_notification_change", args=[note.pk])
+    response = staff_client.post(url, {"user": alice.pk, "kind": "added", "text": "changed"})
+    assert (response.status_code, Notification.objects.get().text) == (403, "added")
+
+
+def test_admin_cannot_delete_a_notification(staff_client, alice):
+    note = Notification.objects.create(user=alice, kind=Notification.ADDED, text="added")
+    url = reverse("admin:rooms_notification_delete", args=[note.pk])
+    response = staff_client.post(url, {"post": "yes"})
+    assert (response.status_code, Notification.objects.count()) == (403, 1)
