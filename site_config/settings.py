@@ -88,6 +88,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # `notifications_unread` for the bell (queried only if a page shows it).
+                "rooms.notifications.unread_count",
             ],
             # Cached loaders also in development: live pushes render on the hot path.
             "loaders": [
@@ -326,7 +328,6 @@ ROOMCAST_EXPORT_PROGRESS_INTERVAL = float(os.environ.get("ROOMCAST_EXPORT_PROGRE
 ROOMCAST_DIGEST_DELAY = float(os.environ.get("ROOMCAST_DIGEST_DELAY", 600))
 # The address of the site in emails (links back to rooms).
 ROOMCAST_SITE_URL = os.environ.get("ROOMCAST_SITE_URL", "http://127.0.0.1:8000")
-TEMPLATES[0]["OPTIONS"]["context_processors"].append("rooms.notifications.unread_count")
 # Email (digests, password resets): SMTP when EMAIL_HOST is set, else printed to the console
 # (or written to files in EMAIL_FILE_PATH).
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

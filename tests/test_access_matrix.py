@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.urls import reverse
 
 from rooms import actions, consumers
@@ -49,8 +50,8 @@ class Cast:
     room: Room
     users: dict
     message: Message
-    newcomer: object  # whom add_member adds
-    leaver: object  # whom remove_member removes
+    newcomer: AbstractBaseUser  # whom add_member adds
+    leaver: AbstractBaseUser  # whom remove_member removes
 
 
 @pytest.fixture

@@ -66,47 +66,47 @@ class WorkerProcess:
         self.log.close()
 
 
-def configure(site: Site, tmp_path: Path) -> Site:
-    """Short leases and retry delays, exports and emails in files, and `start_worker`."""
-    site.env.update(
-        ROOMCAST_JOB_LEASE="2",
-        ROOMCAST_JOB_RETRY_DELAY="0.2",
-        ROOMCAST_EXPORT_DIR=str(tmp_path / "exports"),
-        ROOMCAST_EXPORT_PROGRESS_INTERVAL="0.2",
-        EMAIL_FILE_PATH=str(tmp_path / "mail"),
-        ROOMCAST_DIGEST_DELAY="2",
-        ROOMCAST_RELAY_INTERVAL="0.1",
-    )
-    site.workers = []
+class JobsSite(Site):
+    """A site with short leases and retry delays, exports and emails in files, and workers."""
 
-    def start_worker(name: str) -> WorkerProcess:
-        worker = WorkerProcess(site, name)
-        site.workers.append(worker)
+    def __init__(self, database_url: str, redis_url: str, tmp_path: Path) -> None:
+        super().__init__(database_url, redis_url)
+        self.env.update(
+            ROOMCAST_JOB_LEASE="2",
+            ROOMCAST_JOB_RETRY_DELAY="0.2",
+            ROOMCAST_EXPORT_DIR=str(tmp_path / "exports"),
+            ROOMCAST_EXPORT_PROGRESS_INTERVAL="0.2",
+            EMAIL_FILE_PATH=str(tmp_path / "mail"),
+            ROOMCAST_DIGEST_DELAY="2",
+            ROOMCAST_RELAY_INTERVAL="0.1",
+        )
+        self.workers: list[WorkerProcess] = []
+
+    def start_worker(self, name: str) -> WorkerProcess:
+        worker = WorkerProcess(self, name)
+        self.workers.append(worker)
         return worker
 
-    site.start_worker = start_worker
-    return site
-
-
-def stop_workers(site: Site) -> None:
-    for worker in site.workers:
-        worker.kill()
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        super().stop()
 
 
 @pytest.fixture
-def jobs_site(site, tmp_path):
+def jobs_site(postgres_database, redis_url, tmp_path):
     """The site on PostgreSQL and Redis, ready for workers."""
-    yield configure(site, tmp_path)
-    stop_workers(site)
+    site = JobsSite(postgres_database, redis_url, tmp_path)
+    yield site
+    site.stop()
 
 
 @pytest.fixture
 def sqlite_site(tmp_path):
     """The embedded default: SQLite and the in-memory layer (no service needed)."""
-    site = configure(Site(f"sqlite:///{tmp_path / 'db.sqlite3'}", ""), tmp_path)
+    site = JobsSite(f"sqlite:///{tmp_path / 'db.sqlite3'}", "", tmp_path)
     site.env.pop("REDIS_URL")
     yield site
-    stop_workers(site)
     site.stop()
 
 
@@ -152,7 +152,9 @@ def ask_for_export(server: Server, session: str, slug: str, fmt: str) -> int:
     """Press the Export button as htmx does: POST the form with the page's CSRF token."""
     browser = opener(server, session)
     page = browser.open(f"{server.base}/rooms/{slug}/", timeout=10).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert found is not None, "the room page has no CSRF token"
+    token = found[1]
     data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "format": fmt}).encode()
     browser.addheaders = [("HX-Request", "true")]
     return browser.open(f"{server.base}/rooms/{slug}/export/", data=data, timeout=10).status
@@ -183,7 +185,8 @@ class UserPage:
     async def _read(self) -> None:
         with contextlib.suppress(Exception):
             async for text in self.ws:
-                await self.frames.put(Fragment(text))
+                if isinstance(text, str):  # the site sends text frames only
+                    await self.frames.put(Fragment(text))
 
     async def wait_for(self, condition, timeout: float = 20.0) -> Fragment:
         async with asyncio.timeout(timeout):
