@@ -298,26 +298,35 @@ class Worker:
     def beat(self, force: bool = False) -> bool:
         """Refresh this worker's heartbeat row if a third of a lease has passed (or `force`).
 
-        Returns whether it wrote. One UPDATE (an INSERT the first time).
+        Returns whether it wrote. One UPDATE (an INSERT the first time). A busy SQLite
+        writes nothing and is tried again on the next turn.
         """
         with self.beat_lock:
             now = self.clock()
             period = datetime.timedelta(seconds=lease_seconds() / 3)
             if not force and self.last_beat is not None and now - self.last_beat < period:
                 return False
-            seen = WorkerHeartbeat.objects.filter(worker_id=self.worker_id)
-            if not seen.update(seen_at=now):
-                WorkerHeartbeat.objects.update_or_create(
-                    worker_id=self.worker_id,
-                    defaults={
-                        "hostname": socket.gethostname()[:255],
-                        "pid": os.getpid(),
-                        "started_at": self.started_at,
-                        "seen_at": now,
-                    },
-                )
+            try:
+                self._write_heartbeat(now)
+            except OperationalError as error:
+                if is_locked_database_exception(error):
+                    return False
+                raise
             self.last_beat = now
             return True
+
+    def _write_heartbeat(self, now: datetime.datetime) -> None:
+        seen = WorkerHeartbeat.objects.filter(worker_id=self.worker_id)
+        if not seen.update(seen_at=now):
+            WorkerHeartbeat.objects.update_or_create(
+                worker_id=self.worker_id,
+                defaults={
+                    "hostname": socket.gethostname()[:255],
+                    "pid": os.getpid(),
+                    "started_at": self.started_at,
+                    "seen_at": now,
+                },
+            )
 
     def forget(self) -> None:
         """Remove this worker's heartbeat: it stops (a clean exit)."""

@@ -254,3 +254,26 @@ def test_worker_run_is_seen_while_running_and_removed_on_a_clean_exit(monkeypatc
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
     assert (row(result).return_value, seen_at()) == (1, {})
+
+
+@pytest.mark.django_db
+def test_worker_beat_on_a_busy_sqlite_writes_nothing_and_tries_again(monkeypatch):
+    w = worker("a", 0)
+
+    def locked(now):
+        raise workers.OperationalError("database is locked")
+
+    monkeypatch.setattr(w, "_write_heartbeat", locked)
+    assert (w.beat(), w.last_beat) == (False, None)
+
+
+@pytest.mark.django_db
+def test_worker_beat_raises_other_database_errors(monkeypatch):
+    w = worker("a", 0)
+
+    def broken(now):
+        raise workers.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(w, "_write_heartbeat", broken)
+    with pytest.raises(workers.OperationalError):
+        w.beat()

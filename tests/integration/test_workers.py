@@ -52,7 +52,8 @@ class WorkerProcess:
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "roomcast_worker", "--worker-id", name]
-            + ["--interval", "0.1"],
+            # A dead worker's job is reaped within half a second of its lease running out.
+            + ["--interval", "0.1", "--maintenance-interval", "0.5"],
             cwd=ROOT,
             env=site.env,
             stdout=self.log,
@@ -275,11 +276,17 @@ def drain(frames: asyncio.Queue) -> list[Fragment]:
     return out
 
 
+# Enough messages that the export is still running when the test sees its first progress.
+KILLED_EXPORT_MESSAGES = 100_000
+
+
 async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_once(any_site):
     site = any_site
+    site.env["ROOMCAST_EXPORT_PROGRESS_INTERVAL"] = "0.05"  # progress shows up early
     seed = site.seed()
+    count = KILLED_EXPORT_MESSAGES
     room_id = int(
-        site.manage("shell", "-c", MESSAGES.format(slug=seed["room"], count=100_000)).split()[-1]
+        site.manage("shell", "-c", MESSAGES.format(slug=seed["room"], count=count)).split()[-1]
     )
     server = site.start_server()
     doomed = site.start_worker("doomed")
@@ -305,7 +312,7 @@ async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_on
     files = sorted(p.name for p in Path(site.env["ROOMCAST_EXPORT_DIR"]).iterdir())
     assert files == [f"{export_id}.md"]
     status, body = download(server, seed["alice"], export_id)
-    assert body.decode().count("**alice**") == 100_000
+    assert body.decode().count("**alice**") == count
     assert room_id > 0
 
 
