@@ -343,3 +343,12 @@ elif os.environ.get("EMAIL_FILE_PATH"):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Roomcast <roomcast@localhost>")
+
+# --- wire: password hashers ---
+# DJANGO_PASSWORD_HASHERS: comma-separated hasher classes, the first one hashing new passwords
+# (Django's default list, PBKDF2 first, without it). `make test` names a fast one: the tests
+# hash a password for each user they create, and PBKDF2 made that most of the suite's time.
+# Never in production: a fast hash is a weak one.
+if os.environ.get("DJANGO_PASSWORD_HASHERS"):
+    PASSWORD_HASHERS = env_list("DJANGO_PASSWORD_HASHERS", [])
+# --- end wire ---

@@ -35,6 +35,7 @@ SHELL = {"sh", "bash", "shell", "console"}
 NOT_RUN = re.compile(r"<!--\s*not-run:\s*(.+?)\s*-->")
 FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 SETTINGS = ROOT / "site_config" / "settings.py"
+FAST_HASHER = "django.contrib.auth.hashers.MD5PasswordHasher"
 # Variables a shell block may set that are read by make or Django itself, not by our settings.
 OTHER_VARIABLES = {"CI", "DJANGO_SUPERUSER_PASSWORD", "DJANGO_SETTINGS_MODULE"}
 
@@ -165,7 +166,9 @@ def test_python_block_runs(block, tmp_path, demo_database):
             [sys.executable, "-m", "pytest", str(module), "-q", "-p", "no:cacheprovider"]
             + ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path)],
             default_env(DJANGO_SECRET_KEY="docs", DJANGO_SSL_REDIRECT="0", PYTHONPATH=str(ROOT))
-            | {"DJANGO_ALLOWED_HOSTS": "testserver,localhost,127.0.0.1"},
+            | {"DJANGO_ALLOWED_HOSTS": "testserver,localhost,127.0.0.1"}
+            # As `make test` runs tests: the fixtures' users get a fast password hash.
+            | {"DJANGO_PASSWORD_HASHERS": FAST_HASHER},
         )
         tests = len(re.findall(r"^(?:async\s+)?def test_", block.code, re.M))
         summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
