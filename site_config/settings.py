@@ -278,6 +278,13 @@ for _network in ROOMCAST_METRICS_ALLOW:
 # worker's heartbeat row, seen within 3 lease periods); "" reports the workers as "unknown".
 ROOMCAST_WORKER_CHECK = "rooms.workers.live_worker_count"
 
+# Password hashers: DJANGO_PASSWORD_HASHERS, comma-separated hasher classes, the first one
+# hashing new passwords (Django's default list, PBKDF2 first, without it). `make test` names a
+# fast one: the tests hash a password for each user they create, and PBKDF2 made that most of
+# the suite's time. Never in production: a fast hash is a weak one.
+if os.environ.get("DJANGO_PASSWORD_HASHERS"):
+    PASSWORD_HASHERS = env_list("DJANGO_PASSWORD_HASHERS", [])
+
 # Logs go to stderr: one JSON object per line with ROOMCAST_LOG_JSON=1 (for a log shipper;
 # `extra=` values such as a socket's room, user, duration and close code become fields),
 # plain text otherwise. rooms/logging.py applies LOGGING below in that format.
@@ -343,12 +350,3 @@ elif os.environ.get("EMAIL_FILE_PATH"):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Roomcast <roomcast@localhost>")
-
-# --- wire: password hashers ---
-# DJANGO_PASSWORD_HASHERS: comma-separated hasher classes, the first one hashing new passwords
-# (Django's default list, PBKDF2 first, without it). `make test` names a fast one: the tests
-# hash a password for each user they create, and PBKDF2 made that most of the suite's time.
-# Never in production: a fast hash is a weak one.
-if os.environ.get("DJANGO_PASSWORD_HASHERS"):
-    PASSWORD_HASHERS = env_list("DJANGO_PASSWORD_HASHERS", [])
-# --- end wire ---
