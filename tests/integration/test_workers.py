@@ -301,6 +301,9 @@ async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_on
     doomed.kill()  # SIGKILL: its job stays "running" until its lease runs out
     site.start_worker("successor")
     wait_until(lambda: query(site, "SELECT 1 FROM rooms_export WHERE state='done'"), timeout=120)
+    # The job is recorded as finished just after it marks its export done.
+    finished = "SELECT 1 FROM django_tasks_database_dbtaskresult WHERE status <> 'RUNNING'"
+    wait_until(lambda: query(site, finished), timeout=30)
 
     [(status, worker_ids)] = query(
         site, "SELECT status, worker_ids FROM django_tasks_database_dbtaskresult"
