@@ -97,7 +97,9 @@ def finished(site: Site) -> int:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return int(conn.execute(sql).fetchone()[0])
+        row = conn.execute(sql).fetchone()
+        assert row is not None  # count(*) always answers one row
+        return int(row[0])
 
 
 def throughput(args, tmp: Path, workers: int) -> dict:
@@ -128,7 +130,7 @@ async def latency(args, tmp: Path) -> dict:
         processes = start_workers(site, 1, tmp)
         headers = {"Origin": server.base, "Cookie": f"sessionid={seed['alice']}"}
         url = f"ws://127.0.0.1:{server.port}/ws/me/"
-        samples = []
+        samples: list[float] = []
         async with connect(url, additional_headers=headers) as ws:
             await asyncio.sleep(1.0)
             # One process enqueues every sample, a job at a time, while this loop reads:
@@ -137,8 +139,11 @@ async def latency(args, tmp: Path) -> dict:
             enqueuer = asyncio.create_task(asyncio.to_thread(site.manage, "shell", "-c", script))
             async with asyncio.timeout(60 + args.samples):
                 while len(samples) < args.samples:
-                    fragment = Fragment(await ws.recv())
+                    text = await ws.recv()
                     arrived = time.time()
+                    if not isinstance(text, str):
+                        continue  # the site sends text frames only
+                    fragment = Fragment(text)
                     if fragment.has_target("toasts"):
                         sent = float(fragment.target("toasts").text())
                         samples.append((arrived - sent) * 1000)

@@ -21,7 +21,7 @@ from typing import Any, Final
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from rooms import events
+from rooms import events, notifications
 from rooms.models import Message, ReadMarker, Room, mentioned_users
 
 # A message shown under the previous one's name and time: same author, within this.
@@ -136,7 +136,11 @@ def add_member(room: Room, user: Any, member: Any) -> None:
         raise ActionError(OWNER_IS_MEMBER)
     if not member.is_active:
         raise ActionError(INACTIVE_MEMBER.format(name=member.get_username()))
-    room.members.add(member)
+    with transaction.atomic():
+        if room.members.filter(pk=member.pk).exists():
+            return  # a member already: nothing changes, nobody is told twice
+        room.members.add(member)
+        notifications.member_added(room, member.pk)
 
 
 def remove_member(room: Room, user: Any, member: Any) -> None:
@@ -147,6 +151,7 @@ def remove_member(room: Room, user: Any, member: Any) -> None:
             raise ActionError(NOT_A_MEMBER.format(name=member.get_username()))
         room.members.remove(member)
         on_commit_publish(events.member_removed_event(room.pk, member.pk))
+        notifications.member_removed(room, member.pk)
 
 
 def set_members(room: Room, user: Any, members: Any) -> None:
@@ -221,8 +226,11 @@ def store_message(room: Room, author: Any, body: str, client_key: str | None = N
                 Message.objects.filter(pk=message.pk).update(continues=True)
             event = message.as_event()
             transaction.on_commit(lambda: events.publish_message(room.pk, event), robust=True)
-            for user_id in mentioned_users(room, body, exclude=author):
+            mentioned = mentioned_users(room, body, exclude=author)
+            for user_id in mentioned:
                 on_commit_publish(events.mention_event(user_id, room.title, room.slug, event))
+            if mentioned:
+                notifications.mentioned(room, message.pk, message.author_name, body, mentioned)
     except IntegrityError:
         # The same composed message, stored meanwhile by another send of it.
         if client_key is None or (message := stored_under(room, author_id, client_key)) is None:

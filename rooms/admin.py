@@ -1,15 +1,30 @@
 """The admin: every change it makes to rooms, members and messages goes through rooms.actions,
-so a member removed here is shut out of their open pages exactly as one removed on the page."""
+so a member removed here is shut out of their open pages exactly as one removed on the page.
+
+The background jobs' records (exports, notifications, digest entries, job leases, worker
+heartbeats) are shown read-only: they change only through the code that keeps each page's
+bell, progress bar and the workers' bookkeeping true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db.models import Model
+from django.http import HttpRequest
 
 from rooms import actions
+from rooms.digest import DigestEntry
+from rooms.exports import Export
 from rooms.forms import refuse_lookalike
 from rooms.models import Message, Room
+from rooms.notifications import Notification
+from rooms.workers import JobLease, WorkerHeartbeat
 
 
 class RoomAdminForm(forms.ModelForm):
@@ -17,8 +32,8 @@ class RoomAdminForm(forms.ModelForm):
         model = Room
         fields = ["title", "slug", "owner", "is_private", "members"]
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         owner, members = cleaned.get("owner"), cleaned.get("members")
         if owner is not None and members is not None and owner in members:
             self.add_error("members", actions.OWNER_IS_MEMBER)
@@ -96,3 +111,45 @@ class RoomcastUserAdmin(UserAdmin):
 
     add_form = LookalikeCreationForm
     form = LookalikeChangeForm
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown, never added, changed or deleted here (that would skip the code that owns it)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(Export)
+class ExportAdmin(ReadOnlyAdmin):
+    list_display = ["id", "room", "user", "format", "state", "done", "total", "created"]
+    list_filter = ["state", "format"]
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["user", "kind", "text", "created", "read_at"]
+    list_filter = ["kind"]
+    search_fields = ["text", "user__username"]
+
+
+@admin.register(DigestEntry)
+class DigestEntryAdmin(ReadOnlyAdmin):
+    list_display = ["user", "notification", "scheduled_at", "state", "done_at"]
+    list_filter = ["state"]
+
+
+@admin.register(JobLease)
+class JobLeaseAdmin(ReadOnlyAdmin):
+    list_display = ["task", "worker_id", "expires_at"]
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["worker_id", "hostname", "pid", "started_at", "seen_at"]

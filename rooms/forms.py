@@ -86,7 +86,7 @@ def refuse_lookalike(username: str, exclude_pk: int | None = None) -> None:
 
 class SignupForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):
-        fields = ["username"]
+        fields = ("username",)
 
     def clean_username(self) -> str:
         username = super().clean_username()

@@ -19,7 +19,7 @@ import datetime
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -28,6 +28,9 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from rooms import events
+
+if TYPE_CHECKING:
+    from rooms.fanout import Hub
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +139,21 @@ class Relay:
             await asyncio.sleep(settings.ROOMCAST_RELAY_INTERVAL)
 
 
-def local_users() -> list[int]:
-    """Ids of the users with a socket open in this process."""
-    from rooms.fanout import hub
+def local_users(hub: Hub | None = None) -> list[int]:
+    """Ids of the users with a socket open in this process (on its hub, or on `hub`).
 
-    return list(hub.user_sockets)
+    Every signed-in page's socket is in its user's group (events.user_group): read them
+    from the hub's map of local groups and their sockets.
+    """
+    from rooms import fanout
+
+    groups = (hub or fanout.hub).groups
+    prefix = events.user_group(0).removesuffix("0")
+    return sorted(
+        int(group.removeprefix(prefix))
+        for group, sockets in list(groups.items())
+        if group.startswith(prefix) and sockets
+    )
 
 
 # One relay per process (per event loop), started by the first connection it serves.

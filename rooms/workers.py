@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -49,8 +51,50 @@ class JobLease(models.Model):
         return f"{self.task_id} held by {self.worker_id} until {self.expires_at}"
 
 
+class WorkerHeartbeat(models.Model):
+    """A worker process, as last seen by its own loop: /readyz counts the recent ones.
+
+    One row per running worker (its loop refreshes it every third of a lease, and its
+    lease thread while a long job runs); removed when the worker stops cleanly. Rows of
+    workers that died are ignored once stale and deleted by any worker's maintenance.
+    """
+
+    worker_id = models.CharField(max_length=64, primary_key=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} (pid {self.pid} on {self.hostname}), seen {self.seen_at}"
+
+
+# A worker not seen for this many lease periods is presumed dead: not counted by /readyz.
+HEARTBEAT_STALE_LEASES = 3
+
+
 def lease_seconds() -> float:
     return float(settings.ROOMCAST_JOB_LEASE)
+
+
+def heartbeat_stale_after() -> datetime.timedelta:
+    return datetime.timedelta(seconds=HEARTBEAT_STALE_LEASES * lease_seconds())
+
+
+def live_worker_count(now: datetime.datetime | None = None) -> int:
+    """How many workers refreshed their heartbeat within a few lease periods (one query).
+
+    `ROOMCAST_WORKER_CHECK` names this function: /readyz fails while it returns 0.
+    """
+    now = now or timezone.now()
+    return WorkerHeartbeat.objects.filter(seen_at__gte=now - heartbeat_stale_after()).count()
+
+
+def forget_dead_workers(now: datetime.datetime | None = None) -> int:
+    """Delete the heartbeats of workers that stopped without saying so; return how many."""
+    now = now or timezone.now()
+    deleted, _ = WorkerHeartbeat.objects.filter(seen_at__lt=now - heartbeat_stale_after()).delete()
+    return deleted
 
 
 def retry_delay(attempts: int) -> datetime.timedelta:
@@ -154,6 +198,10 @@ class Worker:
         self.current: DBTaskResult[Any, Any] | None = None
         self.stop_event = threading.Event()
         self.done = 0
+        self.started_at = clock()
+        # When this worker last wrote its heartbeat (None: not yet); two threads write it.
+        self.last_beat: datetime.datetime | None = None
+        self.beat_lock = threading.Lock()
 
     # Claiming ---------------------------------------------------------------------------
 
@@ -245,15 +293,66 @@ class Worker:
                 _requeue_or_fail(result, self.clock(), "")
         task_finished.send(sender=type(result.task.get_backend()), task_result=result.task_result)
 
+    # Being seen alive -------------------------------------------------------------------
+
+    def beat(self, force: bool = False) -> bool:
+        """Refresh this worker's heartbeat row if a third of a lease has passed (or `force`).
+
+        Returns whether it wrote. One UPDATE (an INSERT the first time). A busy SQLite
+        writes nothing and is tried again on the next turn.
+        """
+        with self.beat_lock:
+            now = self.clock()
+            period = datetime.timedelta(seconds=lease_seconds() / 3)
+            if not force and self.last_beat is not None and now - self.last_beat < period:
+                return False
+            try:
+                self._write_heartbeat(now)
+            except OperationalError as error:
+                if is_locked_database_exception(error):
+                    return False
+                raise
+            self.last_beat = now
+            return True
+
+    def _write_heartbeat(self, now: datetime.datetime) -> None:
+        seen = WorkerHeartbeat.objects.filter(worker_id=self.worker_id)
+        if not seen.update(seen_at=now):
+            WorkerHeartbeat.objects.update_or_create(
+                worker_id=self.worker_id,
+                defaults={
+                    "hostname": socket.gethostname()[:255],
+                    "pid": os.getpid(),
+                    "started_at": self.started_at,
+                    "seen_at": now,
+                },
+            )
+
+    def forget(self) -> None:
+        """Remove this worker's heartbeat: it stops (a clean exit)."""
+        WorkerHeartbeat.objects.filter(worker_id=self.worker_id).delete()
+
     # The loop ---------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Renew the lease of the running job every third of a lease (a thread)."""
+        """Every third of a lease, renew the running job's lease and this worker's heartbeat.
+
+        A thread: a long job keeps both fresh while the loop waits for it.
+        """
         try:
             while not self.stop_event.wait(lease_seconds() / 3):
                 result = self.current
-                if result is not None and not self.renew(result):
-                    logger.warning("job %s: lease lost while running", result.id)
+                if result is None:
+                    continue  # the loop turns, and beats itself
+                try:
+                    if self.renew(result):
+                        self.beat()
+                    else:
+                        logger.warning("job %s: lease lost while running", result.id)
+                except Exception:
+                    # A database blip: the lease has two more thirds to run; try next time
+                    # (if it runs out, the reaper re-queues the job, which is safe to re-run).
+                    logger.exception("job %s: could not renew its lease", result.id)
         finally:
             connection.close()
 
@@ -261,7 +360,14 @@ class Worker:
         """Between jobs: reap dead workers' jobs, delete expired pushes and exports."""
         from rooms import digest, exports, relay
 
-        for duty in (reap, relay.delete_expired, exports.delete_expired, digest.enqueue_strays):
+        duties = (
+            reap,
+            forget_dead_workers,
+            relay.delete_expired,
+            exports.delete_expired,
+            digest.enqueue_strays,
+        )
+        for duty in duties:
             try:
                 duty()
             except Exception:
@@ -283,8 +389,10 @@ class Worker:
         logger.info("worker %s started on queues %s", self.worker_id, ",".join(self.queues))
         next_maintenance = 0.0
         try:
+            self.beat(force=True)
             while self.running and (max_jobs is None or self.done < max_jobs):
                 close_old_connections()
+                self.beat()
                 if time.monotonic() >= next_maintenance:
                     self.maintain()
                     next_maintenance = time.monotonic() + self.maintenance_interval
@@ -293,4 +401,9 @@ class Worker:
         finally:
             self.stop_event.set()
             beat.join()
+            try:
+                self.forget()
+            except Exception:
+                # The row goes stale and is deleted by another worker's maintenance.
+                logger.exception("worker %s: could not remove its heartbeat", self.worker_id)
             logger.info("worker %s stopped after %d jobs", self.worker_id, self.done)

@@ -88,6 +88,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # `notifications_unread` for the bell (queried only if a page shows it).
+                "rooms.notifications.unread_count",
             ],
             # Cached loaders also in development: live pushes render on the hot path.
             "loaders": [
@@ -272,9 +274,16 @@ for _network in ROOMCAST_METRICS_ALLOW:
         ipaddress.ip_network(_network, strict=False)
     except ValueError as _error:
         raise ImproperlyConfigured(f"ROOMCAST_METRICS_ALLOW: {_error}") from None
-# /readyz: the dotted path of a function returning how many job workers are alive; while it
-# is "" the workers' state is reported as "unknown".
-ROOMCAST_WORKER_CHECK = ""
+# /readyz: the dotted path of a function returning how many job workers are alive (each
+# worker's heartbeat row, seen within 3 lease periods); "" reports the workers as "unknown".
+ROOMCAST_WORKER_CHECK = "rooms.workers.live_worker_count"
+
+# Password hashers: DJANGO_PASSWORD_HASHERS, comma-separated hasher classes, the first one
+# hashing new passwords (Django's default list, PBKDF2 first, without it). `make test` names a
+# fast one: the tests hash a password for each user they create, and PBKDF2 made that most of
+# the suite's time. Never in production: a fast hash is a weak one.
+if os.environ.get("DJANGO_PASSWORD_HASHERS"):
+    PASSWORD_HASHERS = env_list("DJANGO_PASSWORD_HASHERS", [])
 
 # Logs go to stderr: one JSON object per line with ROOMCAST_LOG_JSON=1 (for a log shipper;
 # `extra=` values such as a socket's room, user, duration and close code become fields),
@@ -326,7 +335,6 @@ ROOMCAST_EXPORT_PROGRESS_INTERVAL = float(os.environ.get("ROOMCAST_EXPORT_PROGRE
 ROOMCAST_DIGEST_DELAY = float(os.environ.get("ROOMCAST_DIGEST_DELAY", 600))
 # The address of the site in emails (links back to rooms).
 ROOMCAST_SITE_URL = os.environ.get("ROOMCAST_SITE_URL", "http://127.0.0.1:8000")
-TEMPLATES[0]["OPTIONS"]["context_processors"].append("rooms.notifications.unread_count")
 # Email (digests, password resets): SMTP when EMAIL_HOST is set, else printed to the console
 # (or written to files in EMAIL_FILE_PATH).
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

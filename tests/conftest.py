@@ -18,6 +18,8 @@ _counter = itertools.count(1)
 def in_memory_channel_layer(settings):
     """Every test starts on a fresh in-memory layer and presence store; Redis tests switch."""
     presence.forget_everything()
+    # Users are made in most tests: a fast hasher (production keeps Django's default list).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.ROOMCAST_PRESENCE_URL = ""
     # The hub's database resync is tested on its own; elsewhere it would race the tests.
     settings.ROOMCAST_RESYNC_INTERVAL = 3600

@@ -4,11 +4,13 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from bs4 import BeautifulSoup
 from django.contrib.auth.models import AnonymousUser
 from django.urls import reverse
 
 from rooms import actions, events
 from rooms.models import Message, ReadMarker, Room
+from rooms.notifications import Notification
 from rooms.testing import capture_broadcasts
 
 pytestmark = pytest.mark.django_db
@@ -17,6 +19,26 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def secret(make_room, alice):
     return make_room("Secret", owner=alice, is_private=True)
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """Run a write as if in its own transaction, with its on-commit callbacks."""
+
+    def run(function, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return function(*args, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def carol(make_user):
+    return make_user("carol")
+
+
+def inbox_items() -> list[tuple[int, str]]:
+    return list(Notification.objects.order_by("id").values_list("user_id", "kind"))
 
 
 # Posting
@@ -227,6 +249,77 @@ def test_set_members_removes_and_adds_through_actions(secret, bob, make_user):
     assert captured.one(events.MEMBER_REMOVED).event["user"] == bob.pk
 
 
+# Notifications: each write leaves one inbox item, for the user it concerns
+
+
+def test_post_message_mention_notifies_the_mentioned_user_only(room, alice, bob, carol, committed):
+    committed(actions.post_message, room, alice, "hi @bob")
+    assert inbox_items() == [(bob.pk, Notification.MENTION)]
+
+
+def test_post_message_mention_notification_names_author_and_room(room, alice, bob, committed):
+    committed(actions.post_message, room, alice, "hi @bob")
+    assert Notification.objects.get().text == "alice mentioned you in Lobby: hi @bob"
+
+
+def test_post_message_sent_twice_with_one_client_key_notifies_once(room, alice, bob, committed):
+    committed(actions.post_message, room, alice, "hi @bob", client_key="k1")
+    committed(actions.post_message, room, alice, "hi @bob", client_key="k1")
+    assert inbox_items() == [(bob.pk, Notification.MENTION)]
+
+
+def test_post_message_mention_in_a_private_room_the_user_cannot_read_notifies_nobody(
+    secret, alice, bob, committed
+):
+    committed(actions.post_message, secret, alice, "hi @bob")
+    assert inbox_items() == []
+
+
+def test_post_message_without_a_mention_notifies_nobody(room, alice, bob, committed):
+    committed(actions.post_message, room, alice, "hi bob")
+    assert inbox_items() == []
+
+
+def test_post_message_rolled_back_notifies_nobody(room, alice, bob):
+    from django.db import transaction
+
+    with transaction.atomic():
+        actions.post_message(room, alice, "hi @bob")
+        transaction.set_rollback(True)
+    assert inbox_items() == []
+
+
+def test_add_member_notifies_the_added_member_only(secret, alice, bob, carol, committed):
+    committed(actions.add_member, secret, alice, bob)
+    assert inbox_items() == [(bob.pk, Notification.ADDED)]
+
+
+def test_add_member_of_a_member_notifies_nobody_again(secret, alice, bob, committed):
+    committed(actions.add_member, secret, alice, bob)
+    committed(actions.add_member, secret, alice, bob)
+    assert inbox_items() == [(bob.pk, Notification.ADDED)]
+
+
+def test_add_member_refused_notifies_nobody(room, alice, bob, committed):
+    with pytest.raises(actions.ActionError):
+        committed(actions.add_member, room, alice, bob)
+    assert inbox_items() == []
+
+
+def test_remove_member_notifies_the_removed_member_only(secret, alice, bob, carol, committed):
+    secret.members.add(bob, carol)
+    committed(actions.remove_member, secret, alice, bob)
+    assert inbox_items() == [(bob.pk, Notification.REMOVED)]
+
+
+def test_set_members_notifies_each_change_once(secret, bob, carol, committed):
+    secret.members.add(bob)
+    committed(actions.set_members, secret, actions.SYSTEM, [carol])
+    assert sorted(inbox_items()) == sorted(
+        [(bob.pk, Notification.REMOVED), (carol.pk, Notification.ADDED)]
+    )
+
+
 # Rooms and read markers
 
 
@@ -285,3 +378,37 @@ def test_admin_adds_a_room(staff_client, alice):
     response = staff_client.post(url, {"title": "Ops", "slug": "ops", "owner": alice.pk})
     assert response.status_code == 302
     assert Room.objects.get().slug == "ops"
+
+
+JOB_RECORDS = ["export", "notification", "digestentry", "joblease", "workerheartbeat"]
+
+
+@pytest.mark.parametrize("model", JOB_RECORDS)
+def test_admin_lists_the_jobs_records(staff_client, model):
+    assert staff_client.get(reverse(f"admin:rooms_{model}_changelist")).status_code == 200
+
+
+@pytest.mark.parametrize("model", JOB_RECORDS)
+def test_admin_cannot_add_the_jobs_records(staff_client, model):
+    assert staff_client.get(reverse(f"admin:rooms_{model}_add")).status_code == 403
+
+
+def test_admin_shows_a_notification_without_a_save_button(staff_client, alice):
+    note = Notification.objects.create(user=alice, kind=Notification.ADDED, text="added")
+    response = staff_client.get(reverse("admin:rooms_notification_change", args=[note.pk]))
+    page = BeautifulSoup(response.content.decode(), "html.parser")
+    assert (response.status_code, page.select("input[name=_save]")) == (200, [])
+
+
+def test_admin_cannot_change_a_notification(staff_client, alice):
+    note = Notification.objects.create(user=alice, kind=Notification.ADDED, text="added")
+    url = reverse("admin:rooms_notification_change", args=[note.pk])
+    response = staff_client.post(url, {"user": alice.pk, "kind": "added", "text": "changed"})
+    assert (response.status_code, Notification.objects.get().text) == (403, "added")
+
+
+def test_admin_cannot_delete_a_notification(staff_client, alice):
+    note = Notification.objects.create(user=alice, kind=Notification.ADDED, text="added")
+    url = reverse("admin:rooms_notification_delete", args=[note.pk])
+    response = staff_client.post(url, {"post": "yes"})
+    assert (response.status_code, Notification.objects.count()) == (403, 1)

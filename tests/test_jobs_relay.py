@@ -110,6 +110,23 @@ async def test_worker_push_reaches_the_users_page_through_the_relay(
     assert fragment.target("toasts").text() == "export ready"
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_local_users_are_the_users_with_a_page_open_here(
+    fanout_hub, user_socket, room_socket, room, alice, bob
+):
+    await user_socket(alice)
+    await room_socket(room, user=bob)
+    await room_socket(room)  # anonymous: no user
+    assert relay.local_users(fanout_hub) == sorted([alice.pk, bob.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_local_users_leave_with_their_last_page(fanout_hub, user_socket, alice):
+    page = await user_socket(alice)
+    await page.disconnect()
+    assert relay.local_users(fanout_hub) == []
+
+
 def test_layer_is_shared_only_for_a_layer_that_crosses_processes(settings):
     assert relay.layer_is_shared() is False
     settings.CHANNEL_LAYERS = {

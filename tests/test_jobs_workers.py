@@ -1,6 +1,7 @@
 """The worker loop: claims under a lease, retries with a bound, and the reaper."""
 
 import datetime
+import signal
 
 import pytest
 from django.utils import timezone
@@ -9,7 +10,7 @@ from django_tasks_db.compat import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
 from rooms import tasks, workers
-from rooms.workers import JobLease, Worker
+from rooms.workers import JobLease, Worker, WorkerHeartbeat
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -17,6 +18,11 @@ T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 @task()
 def boom() -> None:
     raise RuntimeError("boom")
+
+
+@task()
+def count_live_workers() -> int:
+    return workers.live_worker_count()
 
 
 def at(seconds: float) -> datetime.datetime:
@@ -165,3 +171,109 @@ def test_job_queue_partial_shows_the_three_figures():
     page = BeautifulSoup(html, "html.parser")
     names = ("waiting", "running", "failed")
     assert [page.select_one(f"#jobs-{name}").get_text() for name in names] == ["3", "1", "2"]
+
+
+# Heartbeats: /readyz counts the workers seen lately
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, seconds: float = 0) -> None:
+        self.seconds = seconds
+
+    def __call__(self) -> datetime.datetime:
+        return at(self.seconds)
+
+
+def seen_at() -> dict[str, datetime.datetime]:
+    return dict(WorkerHeartbeat.objects.values_list("worker_id", "seen_at"))
+
+
+@pytest.mark.django_db
+def test_worker_beat_records_the_worker_as_seen_now():
+    assert worker("a", 5).beat() is True
+    assert seen_at() == {"a": at(5)}
+
+
+@pytest.mark.django_db
+def test_worker_beat_within_a_third_of_a_lease_writes_nothing():
+    clock = Clock(0)
+    w = Worker(worker_id="a", clock=clock)
+    w.beat()
+    clock.seconds = 9
+    assert (w.beat(), seen_at()) == (False, {"a": at(0)})
+
+
+@pytest.mark.django_db
+def test_worker_beat_after_a_third_of_a_lease_moves_seen_at():
+    clock = Clock(0)
+    w = Worker(worker_id="a", clock=clock)
+    w.beat()
+    clock.seconds = 10
+    assert (w.beat(), seen_at()) == (True, {"a": at(10)})
+
+
+@pytest.mark.django_db
+def test_live_worker_count_counts_workers_seen_within_three_leases():
+    worker("old", 0).beat()
+    worker("recent", 2).beat()
+    assert workers.live_worker_count(now=at(91)) == 1
+
+
+@pytest.mark.django_db
+def test_live_worker_count_is_zero_without_heartbeats():
+    assert workers.live_worker_count(now=at(0)) == 0
+
+
+@pytest.mark.django_db
+def test_forget_dead_workers_deletes_only_stale_heartbeats():
+    worker("old", 0).beat()
+    worker("recent", 2).beat()
+    assert workers.forget_dead_workers(now=at(91)) == 1
+    assert list(seen_at()) == ["recent"]
+
+
+@pytest.mark.django_db
+def test_worker_forget_removes_only_its_own_heartbeat():
+    worker("a").beat()
+    worker("b").beat()
+    worker("a").forget()
+    assert list(seen_at()) == ["b"]
+
+
+@pytest.mark.django_db
+def test_worker_run_is_seen_while_running_and_removed_on_a_clean_exit(monkeypatch):
+    # The loop's connection housekeeping would end the test's transaction.
+    monkeypatch.setattr(workers, "close_old_connections", lambda: None)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = count_live_workers.enqueue()
+    try:
+        Worker(worker_id="a").run(max_jobs=1)
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert (row(result).return_value, seen_at()) == (1, {})
+
+
+@pytest.mark.django_db
+def test_worker_beat_on_a_busy_sqlite_writes_nothing_and_tries_again(monkeypatch):
+    w = worker("a", 0)
+
+    def locked(now):
+        raise workers.OperationalError("database is locked")
+
+    monkeypatch.setattr(w, "_write_heartbeat", locked)
+    assert (w.beat(), w.last_beat) == (False, None)
+
+
+@pytest.mark.django_db
+def test_worker_beat_raises_other_database_errors(monkeypatch):
+    w = worker("a", 0)
+
+    def broken(now):
+        raise workers.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(w, "_write_heartbeat", broken)
+    with pytest.raises(workers.OperationalError):
+        w.beat()

@@ -16,7 +16,7 @@ def soup(response) -> BeautifulSoup:
 
 def inbox_texts(response) -> list[str]:
     return [
-        li.a.get_text() if li.a else li.contents[0].strip()
+        li.a.get_text() if li.a else li.contents[0].get_text().strip()
         for li in soup(response).select("#inbox li.notification")
     ]
 

@@ -186,3 +186,14 @@ def test_logs_of_rooms_reach_the_root_logger(caplog):
     """Tests (caplog) and any root handler see Roomcast's records."""
     logging.getLogger("rooms.sockets").warning("socket closed")
     assert [record.name for record in caplog.records] == ["rooms.sockets"]
+
+
+def test_settings_password_hashers_are_djangos_by_default():
+    result = evaluate("getattr(s, 'PASSWORD_HASHERS', 'default')")
+    assert result.stdout.strip() == "default"
+
+
+def test_settings_password_hashers_come_from_the_environment():
+    hashers = "django.contrib.auth.hashers.MD5PasswordHasher"
+    result = evaluate("s.PASSWORD_HASHERS", DJANGO_PASSWORD_HASHERS=hashers)
+    assert result.stdout.strip() == str([hashers])

@@ -199,7 +199,11 @@ def test_capture_keeps_only_its_targets(room, alice, bob):
     with capture_broadcasts(room) as to_room, capture_broadcasts(bob) as to_bob:
         post_message(room, alice, "hi @bob")
     assert to_room.summary() == [f"room.message -> room-{room.pk}"]
-    assert to_bob.summary() == [f"user.mention -> user-{bob.pk}"]
+    # The mention itself, then the inbox item and the bell it leaves (rooms.notifications).
+    assert (
+        to_bob.summary()
+        == [f"user.mention -> user-{bob.pk}"] + [f"live.fragment -> user-{bob.pk}"] * 2
+    )
 
 
 def test_capture_only_records_its_block(room, alice):

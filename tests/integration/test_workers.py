@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -51,7 +52,8 @@ class WorkerProcess:
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "roomcast_worker", "--worker-id", name]
-            + ["--interval", "0.1"],
+            # A dead worker's job is reaped within half a second of its lease running out.
+            + ["--interval", "0.1", "--maintenance-interval", "0.5"],
             cwd=ROOT,
             env=site.env,
             stdout=self.log,
@@ -65,47 +67,47 @@ class WorkerProcess:
         self.log.close()
 
 
-def configure(site: Site, tmp_path: Path) -> Site:
-    """Short leases and retry delays, exports and emails in files, and `start_worker`."""
-    site.env.update(
-        ROOMCAST_JOB_LEASE="2",
-        ROOMCAST_JOB_RETRY_DELAY="0.2",
-        ROOMCAST_EXPORT_DIR=str(tmp_path / "exports"),
-        ROOMCAST_EXPORT_PROGRESS_INTERVAL="0.2",
-        EMAIL_FILE_PATH=str(tmp_path / "mail"),
-        ROOMCAST_DIGEST_DELAY="2",
-        ROOMCAST_RELAY_INTERVAL="0.1",
-    )
-    site.workers = []
+class JobsSite(Site):
+    """A site with short leases and retry delays, exports and emails in files, and workers."""
 
-    def start_worker(name: str) -> WorkerProcess:
-        worker = WorkerProcess(site, name)
-        site.workers.append(worker)
+    def __init__(self, database_url: str, redis_url: str, tmp_path: Path) -> None:
+        super().__init__(database_url, redis_url)
+        self.env.update(
+            ROOMCAST_JOB_LEASE="2",
+            ROOMCAST_JOB_RETRY_DELAY="0.2",
+            ROOMCAST_EXPORT_DIR=str(tmp_path / "exports"),
+            ROOMCAST_EXPORT_PROGRESS_INTERVAL="0.2",
+            EMAIL_FILE_PATH=str(tmp_path / "mail"),
+            ROOMCAST_DIGEST_DELAY="2",
+            ROOMCAST_RELAY_INTERVAL="0.1",
+        )
+        self.workers: list[WorkerProcess] = []
+
+    def start_worker(self, name: str) -> WorkerProcess:
+        worker = WorkerProcess(self, name)
+        self.workers.append(worker)
         return worker
 
-    site.start_worker = start_worker
-    return site
-
-
-def stop_workers(site: Site) -> None:
-    for worker in site.workers:
-        worker.kill()
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        super().stop()
 
 
 @pytest.fixture
-def jobs_site(site, tmp_path):
+def jobs_site(postgres_database, redis_url, tmp_path):
     """The site on PostgreSQL and Redis, ready for workers."""
-    yield configure(site, tmp_path)
-    stop_workers(site)
+    site = JobsSite(postgres_database, redis_url, tmp_path)
+    yield site
+    site.stop()
 
 
 @pytest.fixture
 def sqlite_site(tmp_path):
     """The embedded default: SQLite and the in-memory layer (no service needed)."""
-    site = configure(Site(f"sqlite:///{tmp_path / 'db.sqlite3'}", ""), tmp_path)
+    site = JobsSite(f"sqlite:///{tmp_path / 'db.sqlite3'}", "", tmp_path)
     site.env.pop("REDIS_URL")
     yield site
-    stop_workers(site)
     site.stop()
 
 
@@ -151,7 +153,9 @@ def ask_for_export(server: Server, session: str, slug: str, fmt: str) -> int:
     """Press the Export button as htmx does: POST the form with the page's CSRF token."""
     browser = opener(server, session)
     page = browser.open(f"{server.base}/rooms/{slug}/", timeout=10).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert found is not None, "the room page has no CSRF token"
+    token = found[1]
     data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "format": fmt}).encode()
     browser.addheaders = [("HX-Request", "true")]
     return browser.open(f"{server.base}/rooms/{slug}/export/", data=data, timeout=10).status
@@ -182,7 +186,8 @@ class UserPage:
     async def _read(self) -> None:
         with contextlib.suppress(Exception):
             async for text in self.ws:
-                await self.frames.put(Fragment(text))
+                if isinstance(text, str):  # the site sends text frames only
+                    await self.frames.put(Fragment(text))
 
     async def wait_for(self, condition, timeout: float = 20.0) -> Fragment:
         async with asyncio.timeout(timeout):
@@ -271,11 +276,17 @@ def drain(frames: asyncio.Queue) -> list[Fragment]:
     return out
 
 
+# Enough messages that the export is still running when the test sees its first progress.
+KILLED_EXPORT_MESSAGES = 100_000
+
+
 async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_once(any_site):
     site = any_site
+    site.env["ROOMCAST_EXPORT_PROGRESS_INTERVAL"] = "0.05"  # progress shows up early
     seed = site.seed()
+    count = KILLED_EXPORT_MESSAGES
     room_id = int(
-        site.manage("shell", "-c", MESSAGES.format(slug=seed["room"], count=100_000)).split()[-1]
+        site.manage("shell", "-c", MESSAGES.format(slug=seed["room"], count=count)).split()[-1]
     )
     server = site.start_server()
     doomed = site.start_worker("doomed")
@@ -290,6 +301,9 @@ async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_on
     doomed.kill()  # SIGKILL: its job stays "running" until its lease runs out
     site.start_worker("successor")
     wait_until(lambda: query(site, "SELECT 1 FROM rooms_export WHERE state='done'"), timeout=120)
+    # The job is recorded as finished just after it marks its export done.
+    finished = "SELECT 1 FROM django_tasks_database_dbtaskresult WHERE status <> 'RUNNING'"
+    wait_until(lambda: query(site, finished), timeout=30)
 
     [(status, worker_ids)] = query(
         site, "SELECT status, worker_ids FROM django_tasks_database_dbtaskresult"
@@ -301,7 +315,7 @@ async def test_a_worker_killed_mid_export_is_replaced_and_the_export_finishes_on
     files = sorted(p.name for p in Path(site.env["ROOMCAST_EXPORT_DIR"]).iterdir())
     assert files == [f"{export_id}.md"]
     status, body = download(server, seed["alice"], export_id)
-    assert body.decode().count("**alice**") == 100_000
+    assert body.decode().count("**alice**") == count
     assert room_id > 0
 
 
@@ -318,19 +332,42 @@ async def test_two_workers_run_fifty_jobs_each_exactly_once(jobs_site):
     assert {ids[0] for _, ids in rows} == {"one", "two"}
 
 
+def readiness(server: Server) -> tuple[int, dict]:
+    """/readyz's status code and answer."""
+    try:
+        response = urllib.request.urlopen(f"{server.base}/readyz", timeout=10)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    return response.status, json.loads(response.read())
+
+
+def test_readyz_sees_a_running_worker_and_not_one_that_stopped(jobs_site):
+    site = jobs_site
+    site.seed()
+    server = site.start_server()
+    assert readiness(server)[1]["checks"]["workers"] == "fail"
+    worker = site.start_worker("w1")
+    assert wait_until(lambda: readiness(server)[0] == 200, every=0.2)
+    assert readiness(server)[1]["checks"] == {"database": "ok", "redis": "ok", "workers": "ok"}
+    worker.kill(signal.SIGTERM)  # a clean stop removes its heartbeat at once
+    assert readiness(server) == (
+        503,
+        {"status": "fail", "checks": {"database": "ok", "redis": "ok", "workers": "fail"}},
+    )
+
+
+# The write layer notifies the mentioned users itself (and schedules the digest).
 DIGEST = """
 from django.contrib.auth import get_user_model
-from rooms import notifications
-from rooms.models import Room, post_message
+from rooms import actions
+from rooms.models import Room
 users = get_user_model().objects
 for name in ("bob", "carol"):
     users.filter(username=name).update(email=name + "@example.com")
 room = Room.objects.get(slug="{slug}")
 alice = users.get(username="alice")
-ids = [users.get(username="bob").pk, users.get(username="carol").pk]
 for text in ("first @bob @carol", "second @bob @carol"):
-    message = post_message(room, alice, text)
-    notifications.mentioned(room, message.pk, "alice", text, ids)
+    actions.post_message(room, alice, text)
 """
 
 
@@ -363,7 +400,7 @@ def test_serve_runs_a_worker_beside_the_server_and_stopping_it_stops_both(
     from tests.integration.servers import free_port, wait_for_port
 
     site = sqlite_site
-    site.seed()
+    site.manage("migrate", "--no-input", "-v0")  # no users or rooms needed
     port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
     serve = subprocess.Popen(
@@ -376,9 +413,9 @@ def test_serve_runs_a_worker_beside_the_server_and_stopping_it_stops_both(
     )
     try:
         wait_for_port(port)
-        site.manage("shell", "-c", "from rooms.tasks import ping; ping.enqueue(1)")
-        done = "SELECT count(*) FROM django_tasks_database_dbtaskresult WHERE status='SUCCESSFUL'"
-        wait_until(lambda: query(site, done)[0][0] == 1, timeout=30)  # the worker ran it
+        # The worker is up once its heartbeat is written (that it runs jobs is tested above).
+        workers = "SELECT count(*) FROM rooms_workerheartbeat"
+        wait_until(lambda: query(site, workers)[0][0] == 1, timeout=30)
         children = subprocess.run(
             ["pgrep", "-P", str(serve.pid)], capture_output=True, text=True, check=True
         ).stdout.split()
@@ -390,6 +427,7 @@ def test_serve_runs_a_worker_beside_the_server_and_stopping_it_stops_both(
         assert serve.wait(timeout=30) == 0
         for pid in children:
             assert not Path(f"/proc/{pid}").exists()
+        assert query(site, workers)[0][0] == 0  # the worker stopped cleanly
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)

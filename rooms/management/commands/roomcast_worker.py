@@ -20,6 +20,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--interval", type=float, default=0.5, help="seconds between looks at an empty queue"
         )
+        parser.add_argument(
+            "--maintenance-interval",
+            type=float,
+            default=5.0,
+            help="seconds between reaping dead workers' jobs and deleting expired files",
+        )
         parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -31,6 +37,7 @@ class Command(BaseCommand):
             worker_id=options["worker_id"],
             queues=tuple(options["queues"] or ["default"]),
             interval=options["interval"],
+            maintenance_interval=options["maintenance_interval"],
         )
         self.stdout.write(f"worker {worker.worker_id} ready", ending="\n")
         self.stdout.flush()
