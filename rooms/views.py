@@ -57,7 +57,11 @@ def readable_room(request: HttpRequest, slug: str) -> Room:
 
 def viewer_for(request: HttpRequest, room: Room) -> fragments.Viewer:
     user = request.user
-    return fragments.Viewer(user_id=user.pk, moderator=room.is_moderator(user))
+    return fragments.Viewer(
+        user_id=user.pk,
+        moderator=room.is_moderator(user),
+        time_zone=fragments.time_zone_of(user),
+    )
 
 
 def present_names(room: Room) -> list[str]:

@@ -154,3 +154,17 @@ def test_the_first_render_lists_who_is_present(client, room):
 def test_the_first_render_says_nobody_when_nobody_is_present(client, room):
     page = parse(client.get(room.get_absolute_url()))
     assert [li.get_text() for li in page.select("#presence li")] == ["Nobody signed in"]
+
+
+def test_polling_shows_times_in_the_readers_time_zone(client, room, alice):
+    from datetime import UTC, datetime
+
+    from rooms.models import Profile
+
+    message = post_message(room, alice, "when?")
+    Message.objects.filter(pk=message.pk).update(created=datetime(2023, 11, 14, 22, 13, tzinfo=UTC))
+    Profile.objects.create(user=alice, time_zone="Asia/Tokyo")
+    client.force_login(alice)
+    response = client.get(reverse("room_updates", args=[room.slug]), {"last_seq": 0})
+    article = Fragment(response.content.decode()).target("messages").select("article")[0]
+    assert article.select("header time")[0].get_text() == "07:13"  # 22:13 UTC, in Tokyo
