@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from typing import Any
 
 from bench.servers import LABELS
 
@@ -55,9 +56,9 @@ def key(mode: str, kind: str, sockets: int, runner="daphne", processes=1, rooms=
     return f"{mode}/{kind}/{runner}/{sockets}/{processes}p/{rooms}r"
 
 
-def dig(row: dict, path: str):
+def dig(row: dict, path: str) -> Any:
     """row["a"]["b"] for path "a.b", or None."""
-    value = row
+    value: Any = row
     for part in path.split("."):
         if not isinstance(value, dict):
             return None
@@ -539,17 +540,19 @@ def table(r: dict) -> str:
         )
     for f in r["figures"]:
         if f["swings"]:
-            rounds = ", ".join(fmt(v, f["format"]) for v in f["values"])
+            swing_rounds = ", ".join(fmt(v, f["format"]) for v in f["values"])
             noisy = ", ".join(str(n + 1) for n in f["noisy_rounds"])
             why = (
                 f"but round(s) {noisy} were NOISY (other work on the cores): rerun when quiet"
                 if noisy
                 else "on quiet cores: a bug to find, not noise (see the server log, the JSON)"
             )
-            out.append(f"WARNING: {f['what']} swings {f['swing']:.1f}x ({rounds}) {why}")
-    noisy = sorted({f["key"] for f in r["figures"] if f["noisy_rounds"]})
-    if noisy:
-        out.append(f"NOISY (other processes used the cores in some rounds): {len(noisy)} scenarios")
+            out.append(f"WARNING: {f['what']} swings {f['swing']:.1f}x ({swing_rounds}) {why}")
+    noisy_keys = sorted({f["key"] for f in r["figures"] if f["noisy_rounds"]})
+    if noisy_keys:
+        out.append(
+            f"NOISY (other processes used the cores in some rounds): {len(noisy_keys)} scenarios"
+        )
     out += ["", f"{'target':66}{'rounds':>24}{'worst':>9}  {'target':<8}  verdict"]
     for t in r["targets"]:
         rounds = " ".join(fmt(v, t["format"]) for v in t["values"])

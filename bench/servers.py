@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU, CLIENT_CPU = 0, 1
@@ -355,7 +356,9 @@ class Servers:
     def start(self, kind: str, runner: str = "daphne", processes: int = 1, rooms: int = 1):
         """`processes` servers of `kind` sharing their database and layer, pinned to core 0."""
         env, app, paths, protocol, cookies = self.app(kind, rooms)
-        started, logs, urls = [], [], []
+        started: list[Any] = []
+        logs: list[Any] = []
+        urls: list[str] = []
         server = Server(kind, runner, started, urls, protocol, cookies, logs)
         for _ in range(processes):
             port = free_port()
@@ -430,7 +433,7 @@ class PrivateRedis:
         try:
             import redis
 
-            return bool(redis.Redis.from_url(self.url, socket_timeout=2).ping())
+            return bool(redis.Redis.from_url(str(self.url), socket_timeout=2).ping())
         except Exception:
             return False
 
@@ -438,7 +441,7 @@ class PrivateRedis:
         """Commands processed so far, in total and per command."""
         import redis
 
-        client = redis.Redis.from_url(self.url, socket_timeout=2)
+        client = redis.Redis.from_url(str(self.url), socket_timeout=2)
         stats = client.info("commandstats")
         counts = {name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()}
         counts["total"] = int(client.info("stats")["total_commands_processed"])

@@ -1,15 +1,17 @@
 """The profile page: a user's time zone and email digest setting (rooms/profile_views.py)."""
 
 import pytest
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, Tag
 
 from rooms.models import Profile
 
 pytestmark = pytest.mark.django_db
 
 
-def form_of(response) -> BeautifulSoup:
-    return BeautifulSoup(response.content, "html.parser").select_one("form.profile-form")
+def form_of(response) -> Tag:
+    form = BeautifulSoup(response.content, "html.parser").select_one("form.profile-form")
+    assert form is not None, "no profile form on the page"
+    return form
 
 
 def test_profile_needs_a_signed_in_user(client):

@@ -42,7 +42,7 @@ class LightReader:
     async def read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for text in self.ws:
-                self.seqs += [int(n) for n in SEQ.findall(text)]
+                self.seqs += [int(n) for n in SEQ.findall(str(text))]
 
     async def close(self) -> None:
         await self.ws.close()
