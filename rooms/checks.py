@@ -25,7 +25,7 @@ def root_elements(html: str) -> list[Tag]:
 
 def swap_of(element: Tag) -> str:
     """An element's out-of-band swap; the ws extension treats a bare element as "true"."""
-    return element.get("hx-swap-oob") or "true"
+    return str(element.get("hx-swap-oob") or "true")
 
 
 @checks.register(checks.Tags.templates)
@@ -54,7 +54,7 @@ def check_fragment(fragment: fragments.LiveFragment) -> list[checks.CheckMessage
             )
         ]
     roots = root_elements(html)
-    problems = [
+    problems: list[checks.CheckMessage] = [
         checks.Error(
             f"{where}: its root element <{el.name}> has no id, so the ws extension cannot swap it",
             hint="Give every top-level element of a pushed fragment an id.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -48,7 +49,7 @@ def user_group(user_id: int) -> str:
     return f"user-{int(user_id)}"
 
 
-def message_event(room_id: int, message: dict) -> dict:
+def message_event(room_id: int, message: dict[str, Any]) -> dict[str, Any]:
     """A new message."""
     return {
         "type": MESSAGE,
@@ -59,7 +60,7 @@ def message_event(room_id: int, message: dict) -> dict:
     }
 
 
-def message_changed_event(room_id: int, message: dict) -> dict:
+def message_changed_event(room_id: int, message: dict[str, Any]) -> dict[str, Any]:
     """An edited or deleted message, numbered by the change."""
     return {
         "type": MESSAGE_CHANGED,
@@ -70,7 +71,9 @@ def message_changed_event(room_id: int, message: dict) -> dict:
     }
 
 
-def batch_event(room_id: int, after_seq: int, upto_seq: int, messages: list[dict]) -> dict:
+def batch_event(
+    room_id: int, after_seq: int, upto_seq: int, messages: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Everything created or changed in (after_seq, upto_seq]: a filled gap."""
     return {
         "type": BATCH,
@@ -82,33 +85,33 @@ def batch_event(room_id: int, after_seq: int, upto_seq: int, messages: list[dict
     }
 
 
-def typists_event(group: str, typists: list[tuple[int, str]]) -> dict:
+def typists_event(group: str, typists: list[tuple[int, str]]) -> dict[str, Any]:
     """Who is typing in a room now: (user id, username) pairs."""
     return {"type": TYPISTS, "group": group, "typists": typists}
 
 
-def behind_event(room_id: int, seq: int) -> dict:
+def behind_event(room_id: int, seq: int) -> dict[str, Any]:
     """The room has stored events up to `seq` that may not have reached this process."""
     return {"type": BEHIND, "group": room_group(room_id), "room": int(room_id), "seq": int(seq)}
 
 
-def access_event(room_id: int, allowed: list[int]) -> dict:
+def access_event(room_id: int, allowed: list[int]) -> dict[str, Any]:
     """The users who may read a private room now."""
     return {"type": ACCESS, "group": room_group(room_id), "room": int(room_id), "allowed": allowed}
 
 
-def user_revoked_event(user_id: int, reason: str) -> dict:
+def user_revoked_event(user_id: int, reason: str) -> dict[str, Any]:
     """The user's sessions ended (logout, password change, deactivation, deletion)."""
     group = user_group(user_id)
     return {"type": USER_REVOKED, "group": group, "user": int(user_id), "reason": reason}
 
 
-def presence_event(room_id: int, names: list[str]) -> dict:
+def presence_event(room_id: int, names: list[str]) -> dict[str, Any]:
     """Who is in the room now."""
     return {"type": PRESENCE, "group": room_group(room_id), "room": int(room_id), "names": names}
 
 
-def typing_event(room_id: int, user_id: int, name: str, typing: bool) -> dict:
+def typing_event(room_id: int, user_id: int, name: str, typing: bool) -> dict[str, Any]:
     """Someone started (or stopped) typing in the room."""
     return {
         "type": TYPING,
@@ -120,7 +123,7 @@ def typing_event(room_id: int, user_id: int, name: str, typing: bool) -> dict:
     }
 
 
-def member_removed_event(room_id: int, user_id: int) -> dict:
+def member_removed_event(room_id: int, user_id: int) -> dict[str, Any]:
     """A member was removed from a private room: their sockets there close."""
     return {
         "type": MEMBER_REMOVED,
@@ -130,7 +133,9 @@ def member_removed_event(room_id: int, user_id: int) -> dict:
     }
 
 
-def mention_event(user_id: int, room_title: str, room_slug: str, message: dict) -> dict:
+def mention_event(
+    user_id: int, room_title: str, room_slug: str, message: dict[str, Any]
+) -> dict[str, Any]:
     """Someone @mentioned the user."""
     return {
         "type": MENTION,
@@ -142,32 +147,32 @@ def mention_event(user_id: int, room_title: str, room_slug: str, message: dict) 
     }
 
 
-def fragment_event(group: str, html: str) -> dict:
+def fragment_event(group: str, html: str) -> dict[str, Any]:
     """HTML rendered once, for every socket of the group to send as it is."""
     return {"type": FRAGMENT, "group": group, "html": html}
 
 
-def read_event(user_id: int, room_id: int, seq: int) -> dict:
+def read_event(user_id: int, room_id: int, seq: int) -> dict[str, Any]:
     """The user has read the room up to `seq` (on one of their pages)."""
     return {"type": READ, "group": user_group(user_id), "room": int(room_id), "seq": int(seq)}
 
 
-async def apublish(group: str, event: dict) -> None:
+async def apublish(group: str, event: dict[str, Any]) -> None:
     """Send one event to a group from async code."""
     await get_channel_layer().group_send(group, event)
 
 
 # Set by the fan-out hub (rooms/fanout.py): hands an event to the server's event loop to
 # publish, in order, without making the calling thread wait; False if it cannot.
-_handoff: Callable[[str, dict], bool] | None = None
+_handoff: Callable[[str, dict[str, Any]], bool] | None = None
 
 
-def set_handoff(handoff: Callable[[str, dict], bool] | None) -> None:
+def set_handoff(handoff: Callable[[str, dict[str, Any]], bool] | None) -> None:
     global _handoff
     _handoff = handoff
 
 
-def publish(group: str, event: dict) -> None:
+def publish(group: str, event: dict[str, Any]) -> None:
     """Send one event to a group from sync code.
 
     In a server process (a view or a consumer's database thread), the event is handed to
@@ -184,13 +189,13 @@ def publish(group: str, event: dict) -> None:
         logger.exception("could not publish %s to %s", event.get("type"), group)
 
 
-def publish_message(room_id: int, message: dict) -> None:
+def publish_message(room_id: int, message: dict[str, Any]) -> None:
     """Publish a stored message to its room."""
     event = message_event(room_id, message)
     publish(event["group"], event)
 
 
-def publish_message_changed(room_id: int, message: dict) -> None:
+def publish_message_changed(room_id: int, message: dict[str, Any]) -> None:
     """Publish an edit or delete to its room."""
     event = message_changed_event(room_id, message)
     publish(event["group"], event)

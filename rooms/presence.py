@@ -168,7 +168,7 @@ class RedisStore:
             await pipe.execute()
 
     async def remove(self, key: str, conn_id: str) -> None:
-        members = await self.redis.zrange(self.key(key), 0, -1)
+        members: list[bytes] = await self.redis.zrange(self.key(key), 0, -1)
         gone = [m for m in members if m.decode().split(" ", 1)[0] == conn_id]
         if gone:
             await self.redis.zrem(self.key(key), *gone)
