@@ -43,23 +43,7 @@ OTHER_VARIABLES = {"CI", "DJANGO_SUPERUSER_PASSWORD", "DJANGO_SETTINGS_MODULE"}
 # document and a line of its code (not by line number, which moves whenever the document
 # grows above it). Each is expected to fail (strictly: once it runs, the test fails until its
 # entry is removed). Prefer fixing the block or marking it `<!-- not-run: why -->`.
-KNOWN_FAILING: dict[tuple[str, str], str] = {
-    ("docs/templates.md", '"topic",  # its name in the catalog'): "an entry of LIVE_FRAGMENTS"
-    " in rooms/fragments.py (no LiveFragment import, no topic()): it needs a not-run marker",
-    ("docs/templates.md", 'from rooms import fragments, live\n\nlive.push(room, "rooms/'): "rooms"
-    " have no topic: a sketch of a new feature, it needs a not-run marker",
-    ("docs/templates.md", "async def test_topic_changes_live("): "the topic partial does not"
-    " exist, and the socket test lacks pytest.mark.django_db(transaction=True) (database table"
-    " is locked)",
-    ("docs/testing.md", "from rooms.consumers import CLOSE_FORBIDDEN"): "socket tests pasted as"
-    " is lack pytestmark = pytest.mark.django_db(transaction=True): database table is locked",
-    ("docs/testing.md", "def test_removing_a_member_publishes_their_removal("): "continues an"
-    " earlier block: lacks the imports of reverse, Viewer and capture_broadcasts",
-    ("docs/testing.md", "async def test_typing_is_published_to_the_room("): "continues an"
-    " earlier block: lacks import pytest and capture_broadcasts",
-    ("docs/testing.md", "def test_opening_a_room_marks_it_read("): "continues an earlier"
-    " block: lacks the imports of capture_broadcasts and post_message",
-}
+KNOWN_FAILING: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -169,13 +153,13 @@ def test_docs_have_code_blocks_to_run():
     assert SHELL_BLOCKS
 
 
-@pytest.mark.parametrize("entry", list(KNOWN_FAILING), ids=lambda entry: entry[1][:40])
-def test_known_failing_entry_names_one_block(entry):
-    path, line = entry
-    matches = [
-        b.name for b in ALL_BLOCKS if str(b.path.relative_to(ROOT)) == path and line in b.code
-    ]
-    assert len(matches) == 1, f"{entry} names {matches or 'no block'}: update or remove it"
+def test_known_failing_entries_name_one_block_each():
+    for entry in KNOWN_FAILING:
+        path, line = entry
+        matches = [
+            b.name for b in ALL_BLOCKS if str(b.path.relative_to(ROOT)) == path and line in b.code
+        ]
+        assert len(matches) == 1, f"{entry} names {matches or 'no block'}: update or remove it"
 
 
 @pytest.mark.parametrize("block", params(PYTHON_BLOCKS))
