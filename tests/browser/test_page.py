@@ -284,9 +284,6 @@ def test_the_connection_indicator_turns_reconnecting_then_offline_unless_renewed
     expect(indicator).to_have_text("live", use_inner_text=True)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="needs the core helper's connection_status push on sync and every beat"
-)
 def test_the_connection_indicator_follows_the_server_stopping_and_starting(sign_in, live_site):
     alice = open_room(sign_in("alice"), live_site)
     indicator = alice.locator("#connection")
@@ -299,7 +296,6 @@ def test_the_connection_indicator_follows_the_server_stopping_and_starting(sign_
     expect(indicator).to_have_text("live", timeout=40_000, use_inner_text=True)
 
 
-@pytest.mark.xfail(strict=False, reason="needs actions.post_message idempotency (access branch)")
 def test_repeated_sends_while_offline_store_one_message(sign_in, live_site):
     alice = open_room(sign_in("alice"), live_site)
     live_site.stop()
