@@ -13,8 +13,8 @@ upgrade that breaks this is seen at once instead of silently falling back.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 from channels.sessions import InstanceSessionWrapper
 
@@ -45,6 +45,64 @@ def raw_send(send: Send) -> Send:
 # `ROOMCAST_SOCKET_BUFFER_LIMIT` is aborted (freeing the buffer at once); its page
 # reconnects and catches up from the database. Under other servers (uvicorn awaits the
 # transport's drain) this finds no transport, and the outbox bound does the job.
+
+
+def send_now(send: Send, message: dict[str, Any]) -> None:
+    """Run daphne's send to its end without awaiting: `Server.handle_reply` is a coroutine
+    that never waits (it hands the frame to Twisted), so the fan-out can write a frame
+    without a task wake-up per socket. Only for a send `transport_of` recognised."""
+    coroutine = cast(Coroutine[Any, Any, None], send(message))
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError("the server's send waited: it cannot be run without awaiting")
+
+
+# daphne's send of a frame costs far more than the frame: autobahn frames it, Twisted
+# buffers it and registers the socket with epoll, and the next loop turn sends it and
+# unregisters it (two epoll_ctl calls and much Python per socket per frame). When nothing
+# waits in the socket's buffers, `write_text` frames the text itself (RFC 6455: a final,
+# unmasked text frame) and hands it to the kernel at once; what the kernel does not take
+# goes to Twisted's buffer as usual. Anything unusual (not open, compression negotiated,
+# autobahn or Twisted holding data) goes through daphne's own send.
+OPEN_STATE = 3  # autobahn's WebSocketProtocol.STATE_OPEN
+GROUND_STATE = 0  # autobahn's WebSocketProtocol.SEND_STATE_GROUND
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked WebSocket text frame (server to client)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
+def write_text(send: Send, transport: Any, text: str) -> None:
+    """Send a text frame on daphne's socket now (see above); `transport` from `transport_of`."""
+    protocol = send.args[0]  # type: ignore[attr-defined]
+    if (
+        protocol.state != OPEN_STATE
+        or protocol.send_state != GROUND_STATE
+        or protocol._perMessageCompress is not None
+        or protocol.send_queue
+        or not transport.connected
+        or transport.disconnecting
+        or transport._tempDataLen
+        or len(transport.dataBuffer) > transport.offset
+    ):
+        send_now(send, {"type": "websocket.send", "text": text})
+        return
+    data = text_frame(text.encode())
+    try:
+        sent = transport.socket.send(data)
+    except OSError:  # would block, or the peer is gone: Twisted sends it or sees the error
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:])
 
 
 def transport_of(send: Send) -> Any | None:

@@ -266,6 +266,24 @@ class LiveSocket(AsyncWebsocketConsumer):
         outbox.frames_sent[self.kind] = outbox.frames_sent.get(self.kind, 0) + 1
 
     @property
+    def sends_at_once(self) -> bool:
+        """Whether this socket's server send never waits (daphne): see `write_now`."""
+        return self.transport is not None
+
+    def write_now(self, text: str) -> bool:
+        """Send one frame without awaiting, under daphne (whose send never waits); False
+        under any other server (its send may wait: the writer task sends)."""
+        transport = self.transport
+        if transport is None:
+            return False
+        if channels_adapter.buffered_bytes(transport) > settings.ROOMCAST_SOCKET_BUFFER_LIMIT:
+            self.too_slow()
+            return True
+        channels_adapter.write_text(self.fast_send, transport, text)
+        outbox.frames_sent[self.kind] = outbox.frames_sent.get(self.kind, 0) + 1
+        return True
+
+    @property
     def transport(self) -> Any:
         """daphne's transport of this socket (None under other servers): see the adapter."""
         found = getattr(self, "_transport", False)

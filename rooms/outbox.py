@@ -80,6 +80,50 @@ class Owner(Protocol):
         """The socket overflowed again and again: close it."""
 
 
+# An owner may also have `write_now(text) -> bool` (send one frame without awaiting, and
+# say whether it did) and `sends_at_once` (its server's send never waits: daphne). Then,
+# while its writer is idle, what is put waits in the outbox and the outbox joins the
+# process's ready set; once per loop turn, after the fan-out has handed out every event
+# that arrived, `ReadySet.flush` writes each ready outbox's entries as one frame: no task
+# wake-up per socket per event, and events that arrived together leave together. Whatever
+# needs more (a catch-up, a sync, a gap, a deferred text) is left to the writer task.
+
+
+class ReadySet:
+    """The outboxes that have something to write at the end of this loop turn.
+
+    Holds each outbox once (bounded by the number of sockets). A failure writing one is
+    logged with its socket and room and closes that socket; the others are still written.
+    """
+
+    def __init__(self) -> None:
+        self.boxes: list[Outbox] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending = False
+
+    def add(self, box: Outbox) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # a new loop (tests): what the old one held is gone
+            self.boxes, self.loop, self.pending = [], loop, False
+        self.boxes.append(box)
+        if not self.pending:
+            self.pending = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.pending = False
+        boxes, self.boxes = self.boxes, []
+        for box in boxes:
+            try:
+                box.write_waiting()
+            except Exception as error:  # logged and the socket closed, as a failed writer
+                box._ready = False
+                failed(box.owner, "roomcast-write", error, getattr(box.owner, "fail", None))
+
+
+ready_set = ReadySet()
+
+
 class Outbox:
     """A socket's bounded queue of fragments and the state of what its page shows."""
 
@@ -97,6 +141,9 @@ class Outbox:
         self.overflows = 0  # overflows since the last frame written
         self._sync_to: int | None = None
         self._wake = asyncio.Event()
+        self._idle = False  # the writer waits for work (nothing of ours is in flight)
+        self._write_now: Callable[[str], bool] | None = None  # set when the writer starts
+        self._ready = False  # in the ready set, to be written at the end of this loop turn
         self.task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -111,9 +158,60 @@ class Outbox:
             return
         if first is not None and self.seq is None:
             self.held.append((first, last, text))
+            return
+        self.entries.append((first, last, text))
+        if self._write_now is not None and self._idle:
+            if not self._ready:
+                self._ready = True
+                ready_set.add(self)
         else:
-            self.entries.append((first, last, text))
             self._wake.set()
+
+    def write_waiting(self) -> None:
+        """Write what waits as one frame without awaiting (the writer is idle and nothing
+        needs the database first); otherwise wake the writer, which does it all."""
+        self._ready = False
+        seq = self.seq
+        if (
+            not self.entries
+            or self._write_now is None
+            or not self._idle
+            or seq is None
+            or self.lost
+            or self.stale
+            or self._sync_to is not None
+            or self.hinted > seq
+        ):
+            if self.entries:
+                self._wake.set()
+            return
+        parts: list[str] = []
+        events = 0
+        for first, last, item in self.entries:
+            if not isinstance(item, str):
+                self._wake.set()  # a deferred text: the writer awaits it
+                return
+            if first is None or last is None:
+                parts.append(item)
+                continue
+            if last <= seq:
+                continue  # the page has it
+            if first != seq + 1:
+                self._wake.set()  # a gap: the writer catches up from the database
+                return
+            seq = last
+            events += 1
+            parts.append(item)
+        if parts and not self._write_now("".join(parts)):
+            self._wake.set()
+            return
+        self.entries.clear()
+        if parts:
+            events_delivered[0] += events
+            self.overflows = 0
+        if seq != self.seq:
+            self.seq = seq
+            self.owner.written(seq)
 
     def sync(self, after_seq: int) -> None:
         """The page shows the room's events up to `after_seq`: send what it lacks."""
@@ -141,6 +239,9 @@ class Outbox:
 
     def start(self, name: str) -> asyncio.Task[None]:
         """Start the writer task, supervised by this outbox's owner."""
+        direct = getattr(self.owner, "write_now", None)
+        if getattr(self.owner, "sends_at_once", True):
+            self._write_now = direct
         self.task = asyncio.create_task(self.run(), name=name)
         supervise(self.task, self.owner, on_failure=getattr(self.owner, "fail", None))
         return self.task
@@ -158,10 +259,15 @@ class Outbox:
 
     async def run(self) -> None:
         """Drain the queue, one frame per wake-up, until cancelled."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self.drain()
+        try:
+            while True:
+                self._idle = True
+                await self._wake.wait()
+                self._idle = False
+                self._wake.clear()
+                await self.drain()
+        finally:
+            self._idle = False
 
     async def drain(self) -> None:
         """Write everything waiting as one frame (catching up from the database first if
@@ -235,19 +341,25 @@ def supervise(
         if finished.cancelled():
             return
         error = finished.exception()
-        if error is None:
-            return
-        socket = getattr(owner, "label", repr(owner))
-        room = getattr(owner, "room_label", "-")
-        logger.error(
-            "live task %s failed (socket %s, room %s)",
-            finished.get_name(),
-            socket,
-            room,
-            exc_info=error,
-            extra={"socket": socket, "room": room, "task": finished.get_name()},
-        )
-        if on_failure is not None:
-            on_failure()
+        if error is not None:
+            failed(owner, finished.get_name(), error, on_failure)
 
     task.add_done_callback(done)
+
+
+def failed(
+    owner: Any, what: str, error: BaseException, on_failure: Callable[[], None] | None
+) -> None:
+    """Log a failure with the socket and room it served, then call `on_failure`."""
+    socket = getattr(owner, "label", repr(owner))
+    room = getattr(owner, "room_label", "-")
+    logger.error(
+        "live task %s failed (socket %s, room %s)",
+        what,
+        socket,
+        room,
+        exc_info=error,
+        extra={"socket": socket, "room": room, "task": what},
+    )
+    if on_failure is not None:
+        on_failure()

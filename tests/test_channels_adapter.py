@@ -61,3 +61,104 @@ def test_buffered_bytes_counts_what_the_client_has_not_taken():
 
     transport = SimpleNamespace(dataBuffer=b"x" * 100, offset=40, _tempDataLen=7)
     assert channels_adapter.buffered_bytes(transport) == 67
+
+
+def test_send_now_runs_a_send_that_never_waits():
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    channels_adapter.send_now(send, {"type": "websocket.send", "text": "a"})
+    assert sent == [{"type": "websocket.send", "text": "a"}]
+
+
+async def test_send_now_refuses_a_send_that_waits():
+    import asyncio
+
+    import pytest
+
+    async def send(message):
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="waited"):
+        channels_adapter.send_now(send, {"type": "websocket.send", "text": "a"})
+
+
+def test_daphne_reply_is_a_coroutine_that_never_awaits():
+    from daphne.server import Server
+
+    source = inspect.getsource(Server.handle_reply)
+    assert inspect.iscoroutinefunction(Server.handle_reply) and "await" not in source
+
+
+def test_text_frame_is_a_final_unmasked_text_frame_of_each_length_form():
+    assert channels_adapter.text_frame(b"hello") == b"\x81\x05hello"
+    assert channels_adapter.text_frame(b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    assert channels_adapter.text_frame(b"x" * 70000)[:10] == b"\x81\x7f" + (70000).to_bytes(
+        8, "big"
+    )
+
+
+def test_autobahn_has_the_states_and_fields_write_text_reads():
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    assert WebSocketProtocol.STATE_OPEN == channels_adapter.OPEN_STATE
+    assert WebSocketProtocol.SEND_STATE_GROUND == channels_adapter.GROUND_STATE
+    source = inspect.getsource(WebSocketProtocol._connectionMade)
+    assert "self._perMessageCompress = None" in source and "self.send_queue = deque()" in source
+
+
+class FakeDaphne:
+    """daphne's send (a partial of handle_reply on the protocol) and its TCP transport."""
+
+    def __init__(self, sock, temp: int = 0):
+        import functools
+        from collections import deque
+        from types import SimpleNamespace
+
+        self.replies: list[dict] = []
+        self.written: list[bytes] = []
+        self.protocol = SimpleNamespace(
+            state=3, send_state=0, _perMessageCompress=None, send_queue=deque()
+        )
+        self.transport = SimpleNamespace(
+            connected=True,
+            disconnecting=False,
+            _tempDataLen=temp,
+            dataBuffer=b"",
+            offset=0,
+            socket=sock,
+            write=self.written.append,
+        )
+        self.send = functools.partial(self.handle_reply, self.protocol)
+
+    async def handle_reply(self, protocol, message):
+        self.replies.append(message)
+
+
+def test_write_text_hands_the_frame_to_the_kernel_at_once():
+    import socket
+
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        daphne = FakeDaphne(ours)
+        channels_adapter.write_text(daphne.send, daphne.transport, "héllo")
+        assert peer.recv(100) == b"\x81\x06h\xc3\xa9llo"
+        assert (daphne.replies, daphne.written) == ([], [])
+
+
+def test_write_text_leaves_what_the_kernel_refuses_to_twisted():
+    class FullSocket:
+        def send(self, data):
+            raise BlockingIOError
+
+    daphne = FakeDaphne(FullSocket())
+    channels_adapter.write_text(daphne.send, daphne.transport, "hi")
+    assert daphne.written == [b"\x81\x02hi"]
+
+
+def test_write_text_goes_through_daphne_when_twisted_holds_data():
+    daphne = FakeDaphne(None, temp=10)  # earlier frames wait: this one must queue behind them
+    channels_adapter.write_text(daphne.send, daphne.transport, "hi")
+    assert (daphne.replies, daphne.written) == ([{"type": "websocket.send", "text": "hi"}], [])

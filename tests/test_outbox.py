@@ -205,3 +205,100 @@ async def test_a_stopped_writer_is_not_a_failure():
     box.start("writer")
     await box.stop()
     assert not owner.failed
+
+
+class DirectOwner(FakeOwner):
+    """A socket whose server's send never waits (daphne): written from the ready set."""
+
+    def __init__(self, stored: int = 0):
+        super().__init__(stored)
+        self.direct: list[str] = []
+
+    def write_now(self, text: str) -> bool:
+        if self.broken_write:
+            raise ConnectionResetError("the client went away")
+        self.direct.append(text)
+        return True
+
+
+async def started(owner: FakeOwner) -> Outbox:
+    """A synced outbox whose writer has caught up and waits for work."""
+    box = outbox(owner)
+    box.sync(0)
+    box.start("writer")
+    await eventually(lambda: box._idle and box.seq == 0)
+    return box
+
+
+async def test_outbox_idle_writer_lets_events_leave_at_the_end_of_the_loop_turn():
+    owner = DirectOwner()
+    box = await started(owner)
+    box.put(1, 1, "a")
+    assert owner.direct == []  # nothing written inside the fan-out's loop over sockets
+    await asyncio.sleep(0)
+    assert (owner.direct, box.seq, owner.written_seqs[-1], len(box)) == (["a"], 1, 1, 0)
+    await box.stop()
+
+
+async def test_outbox_events_of_one_loop_turn_leave_as_one_frame():
+    owner = DirectOwner()
+    box = await started(owner)
+    box.put(1, 1, "a")
+    box.put(None, None, "x")
+    box.put(2, 2, "b")
+    await asyncio.sleep(0)
+    assert (owner.direct, box.seq, owner.frames) == (["axb"], 2, [])
+    await box.stop()
+
+
+async def test_outbox_event_after_a_gap_is_left_to_the_writer_to_catch_up():
+    owner = DirectOwner()
+    box = await started(owner)
+    owner.stored = 2
+    box.put(2, 2, "2")  # 1 never arrived: the writer fills the gap from the database
+    await eventually(lambda: owner.frames)
+    assert (owner.direct, owner.frames, box.seq) == ([], ["[1-2]"], 2)
+    await box.stop()
+
+
+async def test_outbox_sync_during_the_loop_turn_is_left_to_the_writer():
+    owner = DirectOwner(stored=1)
+    box = outbox(owner)
+    box.start("writer")
+    await eventually(lambda: box._idle)
+    box.put(None, None, "x")
+    box.sync(0)  # the writer catches up first, then sends what waits
+    await eventually(lambda: box.seq == 1)
+    assert (owner.direct, owner.frames) == ([], ["[1-1]x"])
+    await box.stop()
+
+
+async def test_outbox_failed_direct_write_is_logged_keeps_the_sequence_and_closes(caplog):
+    owner = DirectOwner()
+    box = await started(owner)
+    owner.broken_write = True
+    with caplog.at_level(logging.ERROR):
+        box.put(1, 1, "a")
+        await asyncio.sleep(0)
+    record = next(r for r in caplog.records if "failed" in r.getMessage())
+    assert (record.socket, record.room, box.seq, owner.failed) == ("sock-1", "lobby", 0, True)
+    await box.stop()
+
+
+async def test_outbox_stopped_writer_writes_nothing_directly():
+    owner = DirectOwner()
+    box = await started(owner)
+    await box.stop()
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)
+    assert (owner.direct, len(box)) == ([], 1)
+
+
+async def test_outbox_of_a_server_whose_send_waits_uses_its_writer():
+    owner = DirectOwner()
+    owner.sends_at_once = False
+    box = await started(owner)
+    box.put(1, 1, "a")
+    await eventually(lambda: owner.frames)
+    assert (owner.direct, owner.frames) == ([], ["a"])
+    await box.stop()
