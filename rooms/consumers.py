@@ -108,7 +108,8 @@ def notice(text: str) -> str:
     return render_to_string("base.html#notice_toast", {"text": text})
 
 
-class LiveSocket(AsyncWebsocketConsumer):
+# Channels ships no type information: its consumer base class is Any to mypy.
+class LiveSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     """What every socket kind shares: its outbox and writer, its budget, closing on
     revocation, and the open/close log lines and metrics."""
 
@@ -511,7 +512,9 @@ class RoomConsumer(LiveSocket):
         await database_sync_to_async(delete_as)(self.room, self.user, message_id(payload))
 
     async def message(self, payload: dict[str, Any]) -> Message:
-        message = await database_sync_to_async(find_message)(self.room, message_id(payload))
+        message: Message | None = await database_sync_to_async(find_message)(
+            self.room, message_id(payload)
+        )
         if message is None:
             raise FrameError("That message is not in this room.")
         return message
@@ -795,7 +798,7 @@ class DashboardConsumer(LiveSocket):
             self.outbox.put(None, None, event["html"])
 
 
-class NotFoundConsumer(AsyncWebsocketConsumer):
+class NotFoundConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Any other WebSocket path: accepted, then closed with 4404 (no traceback, no 500)."""
 
     async def connect(self) -> None:
@@ -806,9 +809,14 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
 # Database work, each in one thread hop ------------------------------------------------
 
 
-@database_sync_to_async
-def room_for(slug: str, user: Any) -> tuple[Room | None, bool, str]:
+async def room_for(slug: str, user: Any) -> tuple[Room | None, bool, str]:
     """The room with this slug (or None), whether `user` may enter it, and their time zone."""
+    found: tuple[Room | None, bool, str] = await database_sync_to_async(read_room)(slug, user)
+    return found
+
+
+def read_room(slug: str, user: Any) -> tuple[Room | None, bool, str]:
+    """room_for's read, in the database thread (one hop, three small queries at most)."""
     room = Room.objects.filter(slug=slug).first()
     if room is None:
         return None, False, "UTC"
