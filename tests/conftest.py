@@ -69,6 +69,22 @@ def bob(make_user):
 
 
 @pytest.fixture
+def carol(make_user):
+    return make_user("carol")
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """Run a write as if in its own transaction, with its on-commit callbacks."""
+
+    def run(function, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return function(*args, **kwargs)
+
+    return run
+
+
+@pytest.fixture
 def room(make_room, alice):
     return make_room("Lobby", owner=alice)
 

@@ -21,22 +21,6 @@ def secret(make_room, alice):
     return make_room("Secret", owner=alice, is_private=True)
 
 
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    """Run a write as if in its own transaction, with its on-commit callbacks."""
-
-    def run(function, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return function(*args, **kwargs)
-
-    return run
-
-
-@pytest.fixture
-def carol(make_user):
-    return make_user("carol")
-
-
 def inbox_items() -> list[tuple[int, str]]:
     return list(Notification.objects.order_by("id").values_list("user_id", "kind"))
 

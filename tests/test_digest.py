@@ -35,15 +35,6 @@ def bob(make_user):
     return make_user("bob", email="bob@example.com")
 
 
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    def run(function, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return function(*args, **kwargs)
-
-    return run
-
-
 def mention(user, text: str, seconds: float = 0, committed=None) -> DigestEntry:
     note = Notification.objects.create(user=user, kind="mention", text=text, url="/rooms/lobby/")
     if committed is not None:

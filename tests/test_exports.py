@@ -24,15 +24,6 @@ def export_dir(settings, tmp_path):
 
 
 @pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    def run(function, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return function(*args, **kwargs)
-
-    return run
-
-
-@pytest.fixture
 def chat(make_room, alice, bob):
     room = make_room("Lobby", owner=alice, messages=[(alice, "hello"), (bob, "hi *there*")])
     post_message(room, alice, "third")

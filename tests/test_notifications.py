@@ -21,17 +21,6 @@ def inbox_texts(response) -> list[str]:
     ]
 
 
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    """Run a function as if in its own transaction, with its on-commit callbacks."""
-
-    def run(function, *args):
-        with django_capture_on_commit_callbacks(execute=True):
-            return function(*args)
-
-    return run
-
-
 @pytest.mark.django_db
 def test_notify_stores_an_unread_notification(alice):
     notifications.notify(alice.pk, Notification.EXPORT, "Export ready", "/x/")

@@ -26,11 +26,6 @@ def secret(make_room, alice):
     return make_room("Secret", owner=alice, is_private=True)
 
 
-@pytest.fixture
-def carol(make_user):
-    return make_user("carol")
-
-
 def room_titles(client) -> list[str]:
     return [a.get_text() for a in parse(client.get("/")).select("#room-list li > a")]
 
