@@ -129,24 +129,35 @@ def test_messages_stored_elsewhere_are_caught_up_in_one_frame_and_all_shown(sign
     assert frame.target("messages").swap == "beforeend"
 
 
+# Bursts of ten messages the live test posts, at most, until one frame carries several: a
+# burst is batched when events reach the server faster than it hands them out, which on a
+# shared machine is usual (19 bursts of 20 in the runs measured), not certain.
+BURSTS = 3
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("live_site", ["redis"], indirect=True)
 def test_messages_published_together_leave_in_one_live_frame_and_all_show(sign_in, live_site):
-    """Ten messages published back to back through Redis reach the page by the live
-    fan-out, several to a frame (each its own top-level swap), and every one is shown."""
+    """Messages published back to back through Redis reach the page by the live fan-out,
+    several to a frame (each its own top-level swap), and every one is shown."""
     page = sign_in("alice")
     frames = capture_frames(page)
     open_room(page, live_site)
-    texts = [f"posted together {n}" for n in range(10)]
-    store_together(live_site, texts)
+    texts: list[str] = []
+    for burst in range(BURSTS):
+        posted = [f"posted together {burst}.{n}" for n in range(10)]
+        store_together(live_site, posted)
+        texts += posted
+        shows_all_once_in_order(page, texts)
+        per_frame = [len(carried(frame)) for frame in frames if carried(frame)]
+        if max(per_frame) >= 2:
+            break
 
-    shows_all_once_in_order(page, texts)
-    with_messages = [frame for frame in frames if carried(frame)]
+    # At least one frame carried several messages (sent one per frame, none would).
+    assert max(per_frame) >= 2, f"messages per frame: {per_frame}"
     # Each message came once, in order, as a live event: a swap of its own (a catch-up
     # would put several messages in one swap).
+    with_messages = [frame for frame in frames if carried(frame)]
     assert [text for frame in with_messages for text in carried(frame)] == texts
     swaps = [swap for frame in with_messages for swap in frame.swaps if swap.id == "messages"]
     assert [len(carried(swap)) for swap in swaps] == [1] * len(texts)
-    # And at least one frame carried several of them.
-    per_frame = [len(carried(frame)) for frame in with_messages]
-    assert max(per_frame) >= 2, f"messages per frame: {per_frame}"
