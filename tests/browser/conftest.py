@@ -43,9 +43,10 @@ CHROMIUM_ARGS = [
 
 
 class LiveSite:
-    """The site on SQLite and the in-memory layer (the embedded default), with demo data."""
+    """The site on SQLite and the in-memory layer (the embedded default), with demo data;
+    `env` adds settings (e.g. REDIS_URL for the Redis layer)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **env: str) -> None:
         self.port = free_port()
         self.env = {
             k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ROOMCAST_"))
@@ -57,6 +58,7 @@ class LiveSite:
             DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
             DJANGO_SSL_REDIRECT="0",
             DJANGO_SECURE_COOKIES="0",
+            **env,
         )
         self.manage("migrate", "--no-input", "-v0")
         self.manage("seed_demo")
