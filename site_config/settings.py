@@ -373,4 +373,4 @@ ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS = int(
     os.environ.get("ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS", 50)
 )
 # Bytes daphne may hold for a client that does not read before the socket is dropped.
-ROOMCAST_SOCKET_BUFFER_LIMIT = int(os.environ.get("ROOMCAST_SOCKET_BUFFER_LIMIT", 1 << 20))
+ROOMCAST_SOCKET_BUFFER_LIMIT = int(os.environ.get("ROOMCAST_SOCKET_BUFFER_LIMIT", 256 * 1024))
