@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -134,6 +135,19 @@ class LiveSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.opened_at: float | None = None
         self.close_code: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its thread hop per message.
+
+        Channels closes stale database connections before every handler, a `sync_to_async`
+        hop through the one shared database thread for every frame and event. Every database
+        call here goes through `database_sync_to_async`, which does that itself, in the thread
+        it runs in; the hop only delayed each post behind the others.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # Opening and closing ------------------------------------------------------------------
 

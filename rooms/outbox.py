@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rooms import metrics
+from rooms.clock import Clock, system
 
 logger = logging.getLogger(__name__)
 
@@ -94,31 +95,108 @@ class ReadySet:
 
     Holds each outbox once (bounded by the number of sockets). A failure writing one is
     logged with its socket and room and closes that socket; the others are still written.
+
+    Under light load a flush runs on the next loop turn, so an event leaves at once. Under
+    load, the next flush waits a share of what the last one cost (at most `max_delay`), and
+    the events that arrive meanwhile leave in the same frames: each socket pays one frame
+    for several events. A flush's cost is the time from its start until every frame it
+    started was written, directly (daphne) or by the sockets' writer tasks (servers whose
+    send awaits). Load means a flush is asked for before that cost has passed again since
+    the last one ended, or while its writers are still at work. The wait is a share of what
+    one flush already costs every socket, so it adds little latency exactly when it saves
+    most work.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        clock: Clock = system,
+        min_cost: float = 0.002,
+        share: float = 0.5,
+        max_delay: float = 0.02,
+    ) -> None:
         self.boxes: list[Outbox] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending = False
+        self.clock = clock
+        self.min_cost = min_cost  # a flush cheaper than this never delays the next
+        self.share = share  # the next flush waits this share of the last flush's cost
+        self.max_delay = max_delay  # and never longer than this (0: never waits)
+        self.cost = 0.0  # how long the last finished flush took
+        self.started = 0.0  # when the last flush started
+        self.ended = float("-inf")  # when its last frame was written
+        self.writing = 0  # writer tasks the last flush woke that have not finished
+        self.generation = 0  # counts flushes; a writer reports for the flush that woke it
+        self.flushes = 0
+        self.delayed = 0  # flushes that waited
 
     def add(self, box: Outbox) -> None:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # a new loop (tests): what the old one held is gone
-            self.boxes, self.loop, self.pending = [], loop, False
+            self.boxes, self.loop, self.pending, self.writing = [], loop, False, 0
+            self.cost, self.ended = 0.0, float("-inf")
         self.boxes.append(box)
         if not self.pending:
             self.pending = True
-            loop.call_soon(self.flush)
+            wait = self.delay()
+            if wait > 0:
+                self.delayed += 1
+                self.clock.call_later(wait, self.flush)
+            else:
+                loop.call_soon(self.flush)
+
+    def delay(self) -> float:
+        """How long the next flush waits: 0 under light load, a share of the last flush's
+        cost while flushes follow each other."""
+        now = self.clock.now()
+        if self.writing:
+            cost = now - self.started  # still at work: it has cost this much so far
+        elif now - self.ended < self.cost:
+            cost = self.cost
+        else:
+            return 0.0
+        if cost < self.min_cost:
+            return 0.0
+        return min(cost * self.share, self.max_delay)
 
     def flush(self) -> None:
+        now = self.clock.now()
+        if self.writing:
+            self._finished(now)  # its writers are still at work: count it finished here
         self.pending = False
+        self.generation += 1
+        self.flushes += 1
+        last_start, self.started = self.started, now
         boxes, self.boxes = self.boxes, []
+        woken = 0
+        busy = False  # whether any frame was written or left to a writer
         for box in boxes:
+            busy = busy or bool(box.entries)
             try:
-                box.write_waiting()
+                if box.write_waiting():
+                    box.woken_by = self.generation
+                    woken += 1
             except Exception as error:  # logged and the socket closed, as a failed writer
                 box._ready = False
                 failed(box.owner, "roomcast-write", error, getattr(box.owner, "fail", None))
+        self.writing = woken
+        if busy and not woken:
+            self._finished(self.clock.now())
+        elif not busy:
+            self.started = last_start  # nothing was sent: the last flush's cost stands
+
+    def written(self, generation: int) -> None:
+        """A writer woken by flush `generation` has written its frame."""
+        if generation == self.generation and self.writing:
+            self.writing -= 1
+            if not self.writing:
+                self._finished(self.clock.now())
+
+    def _finished(self, now: float) -> None:
+        # A small flush (one socket's frame) between large ones halves the remembered cost
+        # rather than erasing it: the load it measures is the loop's, not that socket's.
+        self.writing = 0
+        self.ended = now
+        self.cost = max(now - self.started, self.cost * 0.5)
 
 
 ready_set = ReadySet()
@@ -127,8 +205,11 @@ ready_set = ReadySet()
 class Outbox:
     """A socket's bounded queue of fragments and the state of what its page shows."""
 
-    def __init__(self, owner: Owner, limit: int, max_overflows: int = 3) -> None:
+    def __init__(
+        self, owner: Owner, limit: int, max_overflows: int = 3, ready: ReadySet | None = None
+    ) -> None:
         self.owner = owner
+        self.ready = ready or ready_set
         self.limit = limit
         self.max_overflows = max_overflows
         self.entries: deque[Entry] = deque()
@@ -144,6 +225,7 @@ class Outbox:
         self._idle = False  # the writer waits for work (nothing of ours is in flight)
         self._write_now: Callable[[str], bool] | None = None  # set when the writer starts
         self._ready = False  # in the ready set, to be written at the end of this loop turn
+        self.woken_by = 0  # the ready set's flush that woke the writer (0: none)
         self.task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -160,16 +242,17 @@ class Outbox:
             self.held.append((first, last, text))
             return
         self.entries.append((first, last, text))
-        if self._write_now is not None and self._idle:
+        if self._idle:
             if not self._ready:
                 self._ready = True
-                ready_set.add(self)
+                self.ready.add(self)
         else:
             self._wake.set()
 
-    def write_waiting(self) -> None:
+    def write_waiting(self) -> bool:
         """Write what waits as one frame without awaiting (the writer is idle and nothing
-        needs the database first); otherwise wake the writer, which does it all."""
+        needs the database first); otherwise wake the writer, which does it all. True if
+        the writer was woken."""
         self._ready = False
         seq = self.seq
         if (
@@ -184,13 +267,14 @@ class Outbox:
         ):
             if self.entries:
                 self._wake.set()
-            return
+                return True
+            return False
         parts: list[str] = []
         events = 0
         for first, last, item in self.entries:
             if not isinstance(item, str):
                 self._wake.set()  # a deferred text: the writer awaits it
-                return
+                return True
             if first is None or last is None:
                 parts.append(item)
                 continue
@@ -198,13 +282,13 @@ class Outbox:
                 continue  # the page has it
             if first != seq + 1:
                 self._wake.set()  # a gap: the writer catches up from the database
-                return
+                return True
             seq = last
             events += 1
             parts.append(item)
         if parts and not self._write_now("".join(parts)):
             self._wake.set()
-            return
+            return True
         self.entries.clear()
         if parts:
             events_delivered[0] += events
@@ -212,6 +296,7 @@ class Outbox:
         if seq != self.seq:
             self.seq = seq
             self.owner.written(seq)
+        return False
 
     def sync(self, after_seq: int) -> None:
         """The page shows the room's events up to `after_seq`: send what it lacks."""
@@ -266,6 +351,9 @@ class Outbox:
                 self._idle = False
                 self._wake.clear()
                 await self.drain()
+                if self.woken_by:
+                    generation, self.woken_by = self.woken_by, 0
+                    self.ready.written(generation)
         finally:
             self._idle = False
 

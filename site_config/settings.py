@@ -356,6 +356,9 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Roomcast <roomcast@lo
 # the database), and overflows in a row (no frame written between) before it is closed.
 ROOMCAST_OUTBOX_LIMIT = int(os.environ.get("ROOMCAST_OUTBOX_LIMIT", 1000))
 ROOMCAST_OUTBOX_MAX_OVERFLOWS = int(os.environ.get("ROOMCAST_OUTBOX_MAX_OVERFLOWS", 3))
+# Under load, how long at most the next batch of frames waits for more events to join it
+# (seconds; it waits half of what the last batch cost, so never under light load; 0: never).
+ROOMCAST_BATCH_MAX_DELAY = float(os.environ.get("ROOMCAST_BATCH_MAX_DELAY", 0.02))
 # Catch-up reads running at once per process (sockets asking for one range share one).
 ROOMCAST_CATCHUP_CONCURRENCY = int(os.environ.get("ROOMCAST_CATCHUP_CONCURRENCY", 4))
 # How often each process re-checks who may read its private rooms (seconds).
@@ -370,4 +373,4 @@ ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS = int(
     os.environ.get("ROOMCAST_MAX_ANONYMOUS_SOCKETS_PER_ADDRESS", 50)
 )
 # Bytes daphne may hold for a client that does not read before the socket is dropped.
-ROOMCAST_SOCKET_BUFFER_LIMIT = int(os.environ.get("ROOMCAST_SOCKET_BUFFER_LIMIT", 1 << 20))
+ROOMCAST_SOCKET_BUFFER_LIMIT = int(os.environ.get("ROOMCAST_SOCKET_BUFFER_LIMIT", 256 * 1024))

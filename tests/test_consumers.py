@@ -81,6 +81,17 @@ async def test_post_reaches_every_socket_in_the_room(room_socket, room, alice, b
     assert bodies(fragment) == ["hello"]
 
 
+async def test_a_frame_makes_no_extra_thread_hop_before_its_handler(room_socket, room, alice):
+    # Channels' dispatch hops to the shared database thread before every handler; ours
+    # leaves that to database_sync_to_async, so posts do not queue behind each other's hop.
+    sender = await room_socket(room, user=alice)
+    with mock.patch("channels.consumer.aclose_old_connections") as hop:
+        await sender.post("hello")
+        await sender.receive_fragment()
+    assert hop.call_count == 0
+    assert await stored_bodies(room) == ["hello"]
+
+
 async def test_post_moves_the_page_sync_point(room_socket, room, alice):
     reader = await room_socket(room)
     sender = await room_socket(room, user=alice)

@@ -131,9 +131,9 @@ async def test_anonymous_may_not_delete(room_socket, room, bobs_message):
 async def test_author_sees_edit_and_delete_on_their_new_message(room_socket, room, bob):
     author = await room_socket(room, user=bob)
     await author.post("mine")
-    fragment = await author.receive_fragment()
+    swap = await author.receive_swap("messages")
     message = await database_sync_to_async(Message.objects.get)(body="mine")
-    assert actions(fragment, message) == ["edit", "delete"]
+    assert actions(swap, message) == ["edit", "delete"]
 
 
 async def test_owner_sees_only_delete_on_others_messages(room_socket, room, alice, bob):

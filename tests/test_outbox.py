@@ -8,7 +8,8 @@ import pytest
 from django.db import DatabaseError
 
 from rooms import metrics
-from rooms.outbox import Outbox
+from rooms.clock import ManualClock
+from rooms.outbox import Outbox, ReadySet
 
 
 class FakeOwner:
@@ -301,4 +302,126 @@ async def test_outbox_of_a_server_whose_send_waits_uses_its_writer():
     box.put(1, 1, "a")
     await eventually(lambda: owner.frames)
     assert (owner.direct, owner.frames) == ([], ["a"])
+    await box.stop()
+
+
+# Batching under load: the ready set's wait (on a manual clock)
+
+
+class CostlyOwner(DirectOwner):
+    """Writing a frame takes `cost` seconds, as the sends to a large room's sockets do."""
+
+    def __init__(self, clock: ManualClock, cost: float):
+        super().__init__()
+        self.clock, self.cost = clock, cost
+
+    def write_now(self, text: str) -> bool:
+        self.clock.advance(self.cost)
+        return super().write_now(text)
+
+    async def write(self, text: str) -> None:
+        self.clock.advance(self.cost)
+        await super().write(text)
+
+
+async def costly(cost: float, max_delay: float = 0.02, at_once: bool = True):
+    clock = ManualClock()
+    ready = ReadySet(clock=clock, max_delay=max_delay)
+    owner = CostlyOwner(clock, cost)
+    owner.sends_at_once = at_once
+    box = Outbox(owner, 100, ready=ready)
+    box.sync(0)
+    box.start("writer")
+    await eventually(lambda: box._idle and box.seq == 0)
+    return clock, ready, owner, box
+
+
+async def turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_ready_set_light_load_sends_at_the_end_of_the_loop_turn():
+    clock, ready, owner, box = await costly(0.010)
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)
+    assert (owner.direct, ready.delayed) == (["a"], 0)
+    await box.stop()
+
+
+async def test_ready_set_under_load_holds_the_next_flush_for_half_the_last_cost():
+    clock, ready, owner, box = await costly(0.010)
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)  # a flush that cost 10 ms
+    box.put(2, 2, "b")  # arrives at once after it: load
+    await turns()
+    assert (owner.direct, ready.delayed) == (["a"], 1)
+    clock.advance(0.005)
+    assert owner.direct == ["a", "b"]
+    await box.stop()
+
+
+async def test_ready_set_events_arriving_during_the_wait_leave_as_one_frame():
+    clock, ready, owner, box = await costly(0.010)
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)
+    box.put(2, 2, "b")
+    clock.advance(0.002)
+    box.put(3, 3, "c")
+    clock.advance(0.003)
+    assert (owner.direct, box.seq) == (["a", "bc"], 3)
+    await box.stop()
+
+
+async def test_ready_set_does_not_wait_once_the_last_cost_has_passed_idle():
+    clock, ready, owner, box = await costly(0.010)
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)
+    clock.advance(0.010)  # the loop was idle as long as the flush took: light load again
+    box.put(2, 2, "b")
+    await asyncio.sleep(0)
+    assert (owner.direct, ready.delayed) == (["a", "b"], 0)
+    await box.stop()
+
+
+async def test_ready_set_cheap_flushes_never_wait():
+    clock, ready, owner, box = await costly(0.001)
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)
+    box.put(2, 2, "b")
+    await asyncio.sleep(0)
+    assert (owner.direct, ready.delayed) == (["a", "b"], 0)
+    await box.stop()
+
+
+async def test_ready_set_wait_is_capped_by_the_setting():
+    clock, ready, owner, box = await costly(1.0, max_delay=0.02)
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)
+    box.put(2, 2, "b")
+    clock.advance(0.02)
+    assert owner.direct == ["a", "b"]
+    await box.stop()
+
+
+async def test_ready_set_max_delay_zero_never_waits():
+    clock, ready, owner, box = await costly(0.010, max_delay=0)
+    box.put(1, 1, "a")
+    await asyncio.sleep(0)
+    box.put(2, 2, "b")
+    await asyncio.sleep(0)
+    assert (owner.direct, ready.delayed) == (["a", "b"], 0)
+    await box.stop()
+
+
+async def test_ready_set_counts_the_writers_time_under_servers_whose_send_waits():
+    clock, ready, owner, box = await costly(0.010, at_once=False)
+    box.put(1, 1, "a")
+    await eventually(lambda: owner.frames == ["a"] and box._idle)
+    assert ready.cost == pytest.approx(0.010)
+    box.put(2, 2, "b")
+    await turns()
+    assert (owner.frames, ready.delayed) == (["a"], 1)
+    clock.advance(0.005)
+    await eventually(lambda: owner.frames == ["a", "b"])
     await box.stop()

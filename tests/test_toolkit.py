@@ -123,8 +123,8 @@ async def test_receive_close_says_what_came_instead(room_socket, room, alice):
 
 
 async def test_assert_nothing_received_says_what_came(room_socket, room, alice):
-    socket = await room_socket(room, user=alice)
-    await socket.post("surprise")
+    socket = await room_socket(room)
+    await (await room_socket(room, user=alice)).post("surprise")
     with pytest.raises(AssertionError) as failure:
         await socket.assert_nothing_received(timeout=1)
     message = str(failure.value)

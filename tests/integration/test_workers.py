@@ -251,7 +251,8 @@ async def test_export_end_to_end_with_progress_on_the_requesting_users_pages(job
     # The finished export lands in the inbox, live on another tab, and the bell rings there.
     item = await alice_tab.wait_for(lambda f: f.has_target("inbox"))
     assert item.target("inbox").select("li a")[0].get_text() == "Your export of Lobby is ready."
-    await alice_tab.wait_for(lambda f: bell(f) == "1")
+    if bell(item) != "1":  # the bell's swap may share the inbox item's frame, or follow it
+        await alice_tab.wait_for(lambda f: bell(f) == "1")
 
     [(export_id, state)] = query(site, "SELECT id::text, state FROM rooms_export")
     assert state == "done"
