@@ -215,17 +215,25 @@ def unread_badge(room_id: int, count: int) -> str:
     )
 
 
-def room_list_item(room: dict, unread: int, viewer: Viewer | None = None) -> str:
+def room_list_item(room: dict, unread: int | None = None, viewer: Viewer | None = None) -> str:
     """A room's entry on the home page, moved to the top of the list (or added there).
 
     `room` is rooms.templatetags.roomcast.room_item()'s plain values: id, title, url,
-    is_private, and last (author, body, deleted, created as a timestamp) or None."""
+    is_private, and last (author, body, deleted, created as a timestamp) or None. The entry
+    is the same for every reader in one time zone (render it once per event); with `unread`,
+    the reader's badge follows it (`unread_badge`, the part that differs per reader)."""
     last = room.get("last")
     if last:
         last = {**last, "created": datetime.fromtimestamp(last["created"], UTC)}
-    return (viewer or Viewer()).render(
-        f"{ROOM_LIST}#room_list_item", {"room": {**room, "last": last}, "unread": unread}
+    html = (viewer or Viewer()).render(
+        f"{ROOM_LIST}#room_list_item", {"room": {**room, "last": last}}
     )
+    return html if unread is None else html + unread_badge(room["id"], unread)
+
+
+def room_list_gone(room_id: int) -> str:
+    """Takes a room off the home page of a reader who may no longer see it."""
+    return render_to_string(f"{ROOM_LIST}#room_list_gone", {"room_id": room_id})
 
 
 def mention_toast(event: dict) -> str:
@@ -404,8 +412,14 @@ LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
     ),
     LiveFragment(
         "room_list_item", f"{ROOM_LIST}#room_list_item", "room-list", "afterbegin",
-        "a room gets a message or becomes visible to the user (home page): it moves first",
+        "a room gets a message or becomes visible to the user (home page): it moves first, "
+        "followed by the reader's unread badge",
         lambda: room_list_item(SAMPLE_ROOM, 2),
+    ),
+    LiveFragment(
+        "room_list_gone", f"{ROOM_LIST}#room_list_gone", "room-3", "delete",
+        "the user may no longer see a private room (removed from it): off their home page",
+        lambda: room_list_gone(3),
     ),
     LiveFragment(
         "connection", f"{ROOM_PAGE}#connection", "connection", "true",
