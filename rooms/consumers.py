@@ -828,12 +828,12 @@ class UserConsumer(LiveSocket):
         async def badge() -> str:
             try:
                 count, upto = await asyncio.shield(shared)
+                if room_id in self.unread and upto >= self.counted_upto.get(room_id, 0):
+                    self.counted_upto[room_id] = upto
+                    later = sum(1 for seq in self.arrived.get(room_id, ()) if seq > upto)
+                    self.unread[room_id] = count + later
             finally:
                 self.recounted(room_id)
-            if room_id in self.unread and upto >= self.counted_upto.get(room_id, 0):
-                self.counted_upto[room_id] = upto
-                later = sum(1 for seq in self.arrived.get(room_id, ()) if seq > upto)
-                self.unread[room_id] = count + later
             return fragments.unread_badge(room_id, self.unread.get(room_id, 0))
 
         self.outbox.put(None, None, badge)
