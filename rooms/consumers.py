@@ -33,10 +33,11 @@ from rooms.fanout import Hub
 from rooms.fanout import hub as default_hub
 from rooms.forms import MessageActionForm, MessageForm, SyncForm
 from rooms.fragments import Viewer
-from rooms.models import Message, Profile, ReadMarker, Room, unread_counts, visible_rooms
+from rooms.models import Message, Profile, ReadMarker, Room, unread_counts
 from rooms.outbox import Outbox, supervise
 from rooms.presence import STORE_ERRORS
 from rooms.sequence import CatchUp
+from rooms.templatetags.roomcast import room_overview
 
 logger = logging.getLogger(__name__)
 socket_log = logging.getLogger("rooms.sockets")
@@ -664,6 +665,9 @@ ROOM_EVENTS = {
 }
 
 
+# What the room list socket keeps of each room to render its entry (with its last message).
+ENTRY_KEYS = ("id", "title", "url", "is_private")
+
 # Events after which the room list reads a room's unread count again from the database.
 RECOUNT_AFTER = {events.READ, events.BEHIND}
 
@@ -701,9 +705,10 @@ class UserConsumer(LiveSocket):
         self.viewer = Viewer(user_id=self.user.pk)
         groups = [events.user_group(self.user.pk), events.SITE_GROUP]
         query = parse_qs(self.scope.get("query_string", b"").decode())
+        joined = asyncio.Event()
         if query.get("unread"):
             try:
-                self.listed, self.unread, time_zone = await database_sync_to_async(room_list_state)(
+                rooms, self.unread, time_zone = await database_sync_to_async(room_list_state)(
                     self.user
                 )
             except DatabaseError:
@@ -711,9 +716,21 @@ class UserConsumer(LiveSocket):
                 return
             self.viewer = Viewer(user_id=self.user.pk, time_zone=time_zone)
             self.lists_rooms = True
+            self.listed = {room["id"]: {key: room[key] for key in ENTRY_KEYS} for room in rooms}
             groups += [events.room_group(room_id) for room_id in self.listed]
+            listing = fragments.room_list(rooms, self.unread, self.viewer)
+
+            async def whole_list() -> str:
+                await joined.wait()  # so a page that has the list hears every change after it
+                return listing
+
+            # First in the outbox: the list as read, then every event from the joins on.
+            self.outbox.put(None, None, whole_list)
         self.outbox.sync(0)  # nothing numbered: events leave as they come
-        await self.start_live(groups)
+        try:
+            await self.start_live(groups)
+        finally:
+            joined.set()
 
     async def disconnect(self, code: int) -> None:
         await self.stop_live(code)
@@ -767,7 +784,7 @@ class UserConsumer(LiveSocket):
             return
         if room["is_private"] and event.get("user") != self.user.pk:
             return
-        self.listed[room_id] = {key: room[key] for key in ("id", "title", "url", "is_private")}
+        self.listed[room_id] = {key: room[key] for key in ENTRY_KEYS}
         self.unread[room_id] = event.get("unread", 0) if room["is_private"] else 0
         self.put_item(room, cache)
         group = events.room_group(room_id)
@@ -959,20 +976,12 @@ def delete_as(room: Room, user: Any, pk: int) -> None:
     actions.delete_message(room, user, pk)
 
 
-def room_list_state(user: Any) -> tuple[dict[int, dict[str, Any]], dict[int, int], str]:
-    """What the home page's socket starts from: the rooms the user may see (as a pushed
-    entry names them), their unread counts, and the user's time zone."""
-    rooms = list(visible_rooms(user))
-    listed = {
-        room.pk: {
-            "id": room.pk,
-            "title": room.title,
-            "url": room.get_absolute_url(),
-            "is_private": room.is_private,
-        }
-        for room in rooms
-    }
-    return listed, unread_counts(user, rooms), fragments.time_zone_of(user)
+def room_list_state(user: Any) -> tuple[list[dict[str, Any]], dict[int, int], str]:
+    """What the home page's socket starts from: the rooms the user may see, most recently
+    active first, each with its last message (as a pushed entry shows them), their unread
+    counts, and the user's time zone."""
+    rooms = room_overview(user)
+    return rooms, unread_counts(user, [room["id"] for room in rooms]), fragments.time_zone_of(user)
 
 
 def unread_snapshot(user: Any, room_id: int) -> tuple[int, int]:

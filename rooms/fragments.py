@@ -231,6 +231,18 @@ def room_list_item(room: dict, unread: int | None = None, viewer: Viewer | None 
     return html if unread is None else html + unread_badge(room["id"], unread)
 
 
+def room_list(rooms: list[dict], unread: dict[int, int], viewer: Viewer) -> str:
+    """The whole home page list (`rooms` as room_list_item takes them, in order), with the
+    reader's unread counts: what the page's socket sends when it (re)opens."""
+    items = []
+    for room in rooms:
+        last = room.get("last")
+        if last:
+            last = {**last, "created": datetime.fromtimestamp(last["created"], UTC)}
+        items.append({**room, "last": last, "unread": unread.get(room["id"], 0)})
+    return viewer.render(f"{ROOM_LIST}#room_list", {"items": items, "oob": True})
+
+
 def room_list_gone(room_id: int) -> str:
     """Takes a room off the home page of a reader who may no longer see it."""
     return render_to_string(f"{ROOM_LIST}#room_list_gone", {"room_id": room_id})
@@ -415,6 +427,11 @@ LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
         "a room gets a message or becomes visible to the user (home page): it moves first, "
         "followed by the reader's unread badge",
         lambda: room_list_item(SAMPLE_ROOM, 2),
+    ),
+    LiveFragment(
+        "room_list", f"{ROOM_LIST}#room_list", "room-list", "true",
+        "the home page's socket opens or reopens: every room as it is now",
+        lambda: room_list([SAMPLE_ROOM], {3: 2}, Viewer(user_id=2)),
     ),
     LiveFragment(
         "room_list_gone", f"{ROOM_LIST}#room_list_gone", "room-3", "delete",

@@ -26,28 +26,51 @@ mark_read = database_sync_to_async(actions.mark_read)
 
 @pytest.fixture
 def home_socket(user_socket, fanout_hub):
-    """Open a user's home page socket, and wait until it hears its groups (the handshake is
-    accepted before the socket reads its rooms and joins them)."""
+    """Open a user's socket and wait until it hears its groups: the home page's
+    (`unread`) once it sent the whole list, which it sends after joining them."""
 
     async def open_home(user, unread=True):
         socket = await user_socket(user, unread=unread)
-        group = events.user_group(user.pk)
-        for _ in range(400):
-            opened = [s for s in fanout_hub.sockets(group) if getattr(s, "opened_at", None)]
-            if len(opened) >= sum(1 for s in fanout_hub.sockets(group)) > 0:
+        if unread:
+            assert (await socket.receive_fragment()).target("room-list").swap == "true"
+            return socket
+        for _ in range(400):  # the handshake is accepted before the socket joins its groups
+            if all(s.opened_at for s in fanout_hub.sockets(events.user_group(user.pk))):
                 return socket
             await asyncio.sleep(0.005)
-        raise AssertionError("the home page socket did not join its groups")
+        raise AssertionError("the socket did not join its groups")
 
     return open_home
 
 
 async def entry_and_badge(socket, room):
     """The next pushed entry of `room` (moved first) and the badge that follows it."""
-    while not (frame := await socket.receive_fragment()).has_target("room-list"):
+    while not (frame := await socket.receive_fragment()).has_target(f"room-{room.pk}"):
         pass  # a frame of something else (the inbox, the bell)
     (item,) = frame.target("room-list").select(f"li#room-{room.pk}")
     return item, frame.target(f"unread-{room.pk}")
+
+
+# The whole list when the socket opens ---------------------------------------------------
+
+
+async def test_the_home_socket_sends_the_list_as_it_is_when_it_opens(
+    user_socket, make_room, alice, bob
+):
+    """A page whose socket reopens gets what it missed while it was away."""
+    quiet = await database_sync_to_async(make_room)("Quiet", messages=[(bob, "old")])
+    busy = await database_sync_to_async(make_room)("Busy", messages=[(bob, "new")])
+    socket = await user_socket(alice, unread=True)
+    listing = (await socket.receive_fragment()).target("room-list")
+    items = listing.select(".room-item")
+    assert [i["id"] for i in items] == [f"room-{busy.pk}", f"room-{quiet.pk}"]
+    assert items[0].select_one(".last").get_text(" ", strip=True) == "bob: new"
+    assert items[0].select_one(f"#unread-{busy.pk}").get_text() == "1"
+
+
+async def test_a_page_without_the_room_list_is_sent_no_list(home_socket, room, alice):
+    other_page = await home_socket(alice, unread=False)
+    await other_page.assert_nothing_received()
 
 
 # A message moves its room first ----------------------------------------------------------
