@@ -15,11 +15,22 @@ SIZES = ["desktop", "phone"]
 
 
 def open_home(page, live_site):
-    """The home page, once its socket is open and has joined its rooms."""
-    with page.expect_websocket() as opened:
-        page.goto(f"{live_site.base}/")
-    socket = opened.value
-    socket.wait_for_event("framereceived", timeout=10_000)  # the rooms as the socket has them
+    """The home page, once its socket has sent the list (which it does after joining its
+    rooms: every change from then on reaches the page)."""
+    frames: list[str] = []
+
+    def watch(socket) -> None:
+        socket.on("framereceived", lambda payload: frames.append(payload))
+
+    page.on("websocket", watch)
+    page.goto(f"{live_site.base}/")
+    for _ in range(200):
+        if any('id="room-list"' in str(frame) for frame in frames):
+            break
+        page.wait_for_timeout(50)
+    else:
+        raise AssertionError("the home page's socket sent no list within 10 s")
+    page.remove_listener("websocket", watch)
     return page
 
 
@@ -72,7 +83,7 @@ def test_a_room_bob_creates_appears_on_alices_home_page(sign_in, live_site, size
     bob = sign_in("bob")
     bob.goto(f"{live_site.base}/rooms/new/")
     bob.fill("input[name=title]", "Garden club")
-    bob.click("button[type=submit]")
+    bob.click("main form.stacked button[type=submit]")  # not the header's Log out
     expect(first_entry(alice).locator(".room-title")).to_have_text("Garden club", timeout=5_000)
     expect(first_entry(alice).locator(".last")).to_have_text("No messages yet")
     first_entry(alice).locator(".room-title").click()
@@ -86,7 +97,7 @@ def test_a_private_room_alice_is_added_to_appears_on_her_home_page(sign_in, live
     bob.goto(f"{live_site.base}/rooms/new/")
     bob.fill("input[name=title]", "Plans")
     bob.check("input[name=is_private]")
-    bob.click("button[type=submit]")
+    bob.click("main form.stacked button[type=submit]")  # not the header's Log out
     expect(bob.locator("#room-title")).to_contain_text("Plans")
     post(bob, "secret plans")
     alice.wait_for_timeout(500)
