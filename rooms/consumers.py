@@ -676,7 +676,11 @@ class UserConsumer(LiveSocket):
     """The socket of a page that is not a room: mention toasts, and on the home page
     (`/ws/me/?unread=1`) the live room list: each room's last message and the user's
     unread count, the room with news moved first, rooms the user may now see added, and
-    rooms they may no longer see taken off."""
+    rooms they may no longer see taken off.
+
+    A room page's sidebar opens one too (`/ws/me/?unread=1&beside=<room id>`): live unread
+    counts only, none for the room beside it (read there), and no toasts (the room's own
+    socket brings those)."""
 
     kind = "user"
 
@@ -691,6 +695,7 @@ class UserConsumer(LiveSocket):
         self.arrived: dict[int, deque[int]] = {}
         self.counted_upto: dict[int, int] = {}
         self.lists_rooms = False  # the home page's socket (which keeps the room list live)
+        self.beside: int | None = None  # the room of the page whose sidebar this socket serves
 
     async def connect(self) -> None:
         self.fast_send = raw_send(self.base_send)
@@ -706,6 +711,8 @@ class UserConsumer(LiveSocket):
         groups = [events.user_group(self.user.pk), events.SITE_GROUP]
         query = parse_qs(self.scope.get("query_string", b"").decode())
         joined = asyncio.Event()
+        beside = query.get("beside", [""])[0]
+        self.beside = int(beside) if beside.isdigit() else None
         if query.get("unread"):
             try:
                 rooms, self.unread, time_zone = await database_sync_to_async(room_list_state)(
@@ -715,10 +722,13 @@ class UserConsumer(LiveSocket):
                 await self.close(code=CLOSE_TRY_AGAIN)
                 return
             self.viewer = Viewer(user_id=self.user.pk, time_zone=time_zone)
-            self.lists_rooms = True
+            self.lists_rooms = self.beside is None
             self.listed = {room["id"]: {key: room[key] for key in ENTRY_KEYS} for room in rooms}
             groups += [events.room_group(room_id) for room_id in self.listed]
-            listing = fragments.room_list(rooms, self.unread, self.viewer)
+            if self.lists_rooms:
+                listing = fragments.room_list(rooms, self.unread, self.viewer)
+            else:  # the sidebar: every count as it is now
+                listing = "".join(fragments.unread_badge(r, n) for r, n in self.unread.items())
 
             async def whole_list() -> str:
                 await joined.wait()  # so a page that has the list hears every change after it
@@ -737,6 +747,8 @@ class UserConsumer(LiveSocket):
 
     def deliver(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         kind = event["type"]
+        if self.beside is not None and kind in (events.FRAGMENT, events.MENTION):
+            return  # the room page's own socket brings them
         if kind == events.FRAGMENT:
             self.outbox.put(None, None, event["html"])
         elif kind == events.MENTION:
@@ -764,12 +776,15 @@ class UserConsumer(LiveSocket):
         count as unread."""
         room_id, message = event["room"], event["message"]
         room = self.listed.get(room_id)
-        if room is None:
-            return
+        if room is None or room_id == self.beside:
+            return  # (the page beside the sidebar shows the message: it is being read)
         if message["author_id"] != self.user.pk:
             self.unread[room_id] = self.unread.get(room_id, 0) + 1
             if self.recounts.get(room_id):
                 self.arrived[room_id].append(event["seq"])
+        if not self.lists_rooms:
+            self.put_badge(room_id, cache)
+            return
         last = {key: message[key] for key in ("author", "body", "deleted", "created")}
         self.put_item({**room, "last": last}, cache)
 
@@ -875,7 +890,7 @@ class UserConsumer(LiveSocket):
         group = events.room_group(room_id)
         listed = self.listed.pop(room_id, None)
         self.unread.pop(room_id, None)
-        if listed is not None:
+        if listed is not None and self.lists_rooms:
             self.outbox.put(None, None, fragments.room_list_gone(room_id))
         if group in self.groups_joined:
             self.groups_joined.remove(group)

@@ -353,3 +353,57 @@ def test_rooms_made_by_the_system_are_listed_on_every_page():
         actions.create_room(actions.SYSTEM, "Announcements")
     assert captured.one(events.ROOM_VISIBLE).group == events.SITE_GROUP
     assert Room.objects.get(title="Announcements").owner is None
+
+
+# The sidebar beside a conversation --------------------------------------------------------
+
+
+async def open_sidebar(ws_application, user, room):
+    """The socket a room page's sidebar opens (after its counts, which come once it hears
+    its rooms)."""
+    from rooms.testing import RoomSocket, communicator_for
+
+    path = f"/ws/me/?unread=1&beside={room.pk}"
+    socket = await RoomSocket(await communicator_for(ws_application, path, user)).connect(None)
+    await socket.receive_swap(f"unread-{room.pk}")
+    return socket
+
+
+async def test_the_sidebar_counts_another_rooms_messages(
+    ws_application, make_room, room, alice, bob
+):
+    other = await database_sync_to_async(make_room)("Random")
+    sidebar = await open_sidebar(ws_application, alice, room)
+    await post(other, bob, "over here")
+    frame = await sidebar.receive_fragment()
+    assert frame.targets() == [f"unread-{other.pk}"]  # a count, no home page entry
+    assert frame.target(f"unread-{other.pk}").text() == "1"
+    await sidebar.disconnect()
+
+
+async def test_the_sidebar_does_not_count_the_room_beside_it(ws_application, room, alice, bob):
+    sidebar = await open_sidebar(ws_application, alice, room)
+    await post(room, bob, "read right here")
+    await sidebar.assert_nothing_received()
+    await sidebar.disconnect()
+
+
+async def test_the_sidebar_brings_no_toasts(ws_application, make_room, room, alice, bob):
+    """The room page's own socket shows mentions: the sidebar's must not show them again."""
+    other = await database_sync_to_async(make_room)("Random")
+    sidebar = await open_sidebar(ws_application, alice, room)
+    await post(other, bob, "hey @alice")
+    frames = [await sidebar.receive_fragment()]
+    with pytest.raises(AssertionError):
+        frames.append(await sidebar.receive_fragment(timeout=0.3))
+    assert [target for f in frames for target in f.targets()] == [f"unread-{other.pk}"]
+    await sidebar.disconnect()
+
+
+def test_the_room_pages_sidebar_opens_the_users_socket_beside_its_room(client, room, alice):
+    from bs4 import BeautifulSoup
+
+    client.force_login(alice)
+    page = BeautifulSoup(client.get(room.get_absolute_url()).content, "html.parser")
+    live = page.select_one("nav.sidebar #sidebar-live")
+    assert live["ws-connect"] == f"/ws/me/?unread=1&beside={room.pk}"

@@ -154,4 +154,5 @@ def room_sidebar(context: template.Context, current: Room | None = None) -> dict
             for room in rooms
         ],
         "user": user,
+        "current": current,
     }

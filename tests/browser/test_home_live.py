@@ -14,24 +14,30 @@ ROOT_DIR = Path(__file__).resolve().parents[2]
 SIZES = ["desktop", "phone"]
 
 
-def open_home(page, live_site):
-    """The home page, once its socket has sent the list (which it does after joining its
-    rooms: every change from then on reaches the page)."""
+def open_live(page, url: str, socket_path: str):
+    """Open `url` and wait for the first frame of its socket at `socket_path` (the home page's
+    list, the sidebar's counts), which the socket sends once it has joined its rooms: every
+    change from then on reaches the page."""
     frames: list[str] = []
 
     def watch(socket) -> None:
-        socket.on("framereceived", lambda payload: frames.append(payload))
+        if socket_path in socket.url:
+            socket.on("framereceived", lambda payload: frames.append(str(payload)))
 
     page.on("websocket", watch)
-    page.goto(f"{live_site.base}/")
+    page.goto(url)
     for _ in range(200):
-        if any('id="room-list"' in str(frame) for frame in frames):
+        if frames:
             break
         page.wait_for_timeout(50)
     else:
-        raise AssertionError("the home page's socket sent no list within 10 s")
+        raise AssertionError(f"{socket_path} sent nothing within 10 s")
     page.remove_listener("websocket", watch)
     return page
+
+
+def open_home(page, live_site):
+    return open_live(page, f"{live_site.base}/", "/ws/me/?unread=1")
 
 
 def open_room(page, live_site, slug: str):
@@ -126,6 +132,21 @@ def test_reading_in_another_tab_clears_the_count(sign_in, live_site, size):
     expect(first_entry(home).locator(".last")).to_have_text("bob: are you there?")
     expect(first_entry(home).locator(".badge")).to_have_text("0", timeout=10_000)
     expect(first_entry(home).locator(".badge")).to_be_hidden()
+
+
+def test_the_sidebar_beside_a_conversation_counts_other_rooms_live(sign_in, live_site):
+    alice = open_live(sign_in("alice"), f"{live_site.base}/rooms/lobby/", "beside=")
+    expect(alice.locator("#message-form[ws-send]")).to_have_count(1, timeout=10_000)
+    random = alice.locator("nav.sidebar li", has_text="Random").locator(".badge")
+    before = int(random.inner_text())
+    bob = open_room(sign_in("bob"), live_site, "random")
+    post(bob, "over in random")
+    expect(random).to_have_text(str(before + 1), timeout=5_000)
+    post(open_room(bob, live_site, "lobby"), "and in the lobby")
+    expect(alice.locator("#messages .message", has_text="and in the lobby")).to_have_count(1)
+    alice.wait_for_timeout(500)
+    expect(alice.locator("nav.sidebar li.current .badge")).to_have_text("0")  # read here
+    expect(alice.locator("#toasts .toast")).to_have_count(0)
 
 
 def test_screenshots_of_the_live_home_page(sign_in, live_site, tmp_path):
