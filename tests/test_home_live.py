@@ -141,7 +141,7 @@ def test_delivering_a_message_to_the_room_list_queries_nothing(
     django_assert_num_queries, room, alice, bob
 ):
     socket = UserConsumer()
-    socket.user, socket.unread = alice, {room.pk: 0}
+    socket.user, socket.unread, socket.lists_rooms = alice, {room.pk: 0}, True
     socket.listed = {room.pk: {"id": room.pk, "title": room.title, "url": "/", "is_private": False}}
     socket.outbox.put = mock.Mock()
     message = post_message(room, bob, "news")
