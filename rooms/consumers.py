@@ -778,7 +778,7 @@ class UserConsumer(LiveSocket):
         room = self.listed.get(room_id)
         if room is None or room_id == self.beside:
             return  # (the page beside the sidebar shows the message: it is being read)
-        if message["author_id"] != self.user.pk:
+        if message["author_id"] != self.user.pk and not self.reading(room_id):
             self.unread[room_id] = self.unread.get(room_id, 0) + 1
             if self.recounts.get(room_id):
                 self.arrived[room_id].append(event["seq"])
@@ -787,6 +787,13 @@ class UserConsumer(LiveSocket):
             return
         last = {key: message[key] for key in ("author", "body", "deleted", "created")}
         self.put_item({**room, "last": last}, cache)
+
+    def reading(self, room_id: int) -> bool:
+        """Whether the user has the room open on another page (present there, as this
+        process last heard; no I/O): that page shows the message and marks it read within
+        ROOMCAST_READ_MARK_INTERVAL, so it never counts as unread here meanwhile."""
+        names = self.hub.names(room_id)
+        return names is not None and self.user.get_username() in names
 
     def on_room_visible(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         """A room the user may now see: listed first, and its events heard from now on.

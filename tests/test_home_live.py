@@ -305,6 +305,18 @@ async def test_reading_the_room_in_another_tab_clears_the_count(
     assert (await home.receive_swap(f"unread-{room.pk}")).text() == "0"
 
 
+async def test_a_message_in_a_room_open_in_another_tab_does_not_count(
+    home_socket, room_socket, room, alice, bob
+):
+    """Her room tab shows it and marks it read within seconds: no count meanwhile."""
+    home = await home_socket(alice)
+    await room_socket(room, user=alice)
+    await post(room, bob, "seen at once")
+    item, badge = await entry_and_badge(home, room)
+    assert item.select_one(".last").get_text(" ", strip=True) == "bob: seen at once"
+    assert badge.text() == "0"
+
+
 async def test_a_message_that_crosses_a_read_is_still_counted(home_socket, room, alice, bob):
     """alice reads up to bob's first message in another tab while his second one arrives:
     the count read for the first read must not lose the second."""
