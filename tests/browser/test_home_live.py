@@ -105,6 +105,8 @@ def test_a_private_room_alice_is_added_to_appears_on_her_home_page(sign_in, live
     bob.check("input[name=is_private]")
     bob.click("main form.stacked button[type=submit]")  # not the header's Log out
     expect(bob.locator("#room-title")).to_contain_text("Plans")
+    # Posted once the socket is up (its first sync swaps the form: typing before it is lost).
+    expect(bob.locator("#message-form[ws-send]")).to_have_count(1, timeout=10_000)
     post(bob, "secret plans")
     alice.wait_for_timeout(500)
     expect(entry(alice, "Plans")).to_have_count(0)  # not a member yet: never listed
