@@ -668,6 +668,12 @@ ROOM_EVENTS = {
 # What the room list socket keeps of each room to render its entry (with its last message).
 ENTRY_KEYS = ("id", "title", "url", "is_private")
 
+
+def entry_message(message: dict[str, Any]) -> dict[str, Any]:
+    """What a room list entry shows of a message (as events carry it)."""
+    return {key: message[key] for key in ("id", "author", "body", "deleted", "created")}
+
+
 # Events after which the room list reads a room's unread count again from the database.
 RECOUNT_AFTER = {events.READ, events.BEHIND}
 
@@ -689,6 +695,7 @@ class UserConsumer(LiveSocket):
         # The home page's rooms (id -> id, title, url, is_private) and unread counts.
         self.listed: dict[int, dict[str, Any]] = {}
         self.unread: dict[int, int] = {}
+        self.last_ids: dict[int, int] = {}  # the message each entry shows, by room
         # Rooms whose count is being read again: how many reads are in flight, the seqs
         # of others' messages that arrived meanwhile, and the newest read applied.
         self.recounts: dict[int, int] = {}
@@ -724,6 +731,7 @@ class UserConsumer(LiveSocket):
             self.viewer = Viewer(user_id=self.user.pk, time_zone=time_zone)
             self.lists_rooms = self.beside is None
             self.listed = {room["id"]: {key: room[key] for key in ENTRY_KEYS} for room in rooms}
+            self.last_ids = {room["id"]: room["last"]["id"] for room in rooms if room["last"]}
             groups += [events.room_group(room_id) for room_id in self.listed]
             if self.lists_rooms:
                 listing = fragments.room_list(rooms, self.unread, self.viewer)
@@ -760,9 +768,11 @@ class UserConsumer(LiveSocket):
             self.on_message(event, cache)
         elif kind == events.ROOM_VISIBLE:
             self.on_room_visible(event, cache)
-        elif kind in RECOUNT_AFTER or (
-            kind == events.MESSAGE_CHANGED and event["message"]["deleted"]
-        ):
+        elif kind == events.MESSAGE_CHANGED:
+            if event["message"]["deleted"]:  # first: the entry's badge then waits for it
+                self.recount(event["room"], cache)
+            self.on_message_changed(event, cache)
+        elif kind in RECOUNT_AFTER:
             self.recount(event["room"], cache)
         elif self.shut_out(event):
             self.forget_room(event["room"])
@@ -785,8 +795,23 @@ class UserConsumer(LiveSocket):
         if not self.lists_rooms:
             self.put_badge(room_id, cache)
             return
-        last = {key: message[key] for key in ("author", "body", "deleted", "created")}
-        self.put_item({**room, "last": last}, cache)
+        self.last_ids[room_id] = message["id"]
+        self.put_item({**room, "last": entry_message(message)}, cache)
+
+    def on_message_changed(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        """The message an entry shows was edited or deleted: the entry changes in place."""
+        room_id, message = event["room"], event["message"]
+        room = self.listed.get(room_id)
+        if room is None or not self.lists_rooms or self.last_ids.get(room_id) != message["id"]:
+            return
+        key = ("room_list_entry", self.viewer.time_zone)
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = fragments.room_list_entry(
+                {**room, "last": entry_message(message)}, self.viewer
+            )
+        self.outbox.put(None, None, entry)
+        self.put_badge(room_id, cache)
 
     def reading(self, room_id: int) -> bool:
         """Whether the user has the room open on another page (present there, as this
@@ -807,6 +832,8 @@ class UserConsumer(LiveSocket):
         if room["is_private"] and event.get("user") != self.user.pk:
             return
         self.listed[room_id] = {key: room[key] for key in ENTRY_KEYS}
+        if room.get("last"):
+            self.last_ids[room_id] = room["last"]["id"]
         self.unread[room_id] = event.get("unread", 0) if room["is_private"] else 0
         self.put_item(room, cache)
         group = events.room_group(room_id)
@@ -896,6 +923,7 @@ class UserConsumer(LiveSocket):
     def forget_room(self, room_id: int) -> None:
         group = events.room_group(room_id)
         listed = self.listed.pop(room_id, None)
+        self.last_ids.pop(room_id, None)
         self.unread.pop(room_id, None)
         if listed is not None and self.lists_rooms:
             self.outbox.put(None, None, fragments.room_list_gone(room_id))

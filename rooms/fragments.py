@@ -231,6 +231,17 @@ def room_list_item(room: dict, unread: int | None = None, viewer: Viewer | None 
     return html if unread is None else html + unread_badge(room["id"], unread)
 
 
+def room_list_entry(room: dict, viewer: Viewer | None = None) -> str:
+    """A room's entry replaced where it stands (its last message was edited or deleted),
+    with a blank badge like room_list_item's: the reader's own follows it."""
+    last = room.get("last")
+    if last:
+        last = {**last, "created": datetime.fromtimestamp(last["created"], UTC)}
+    return (viewer or Viewer()).render(
+        f"{ROOM_LIST}#room_list_entry", {"room": {**room, "last": last}, "entry_oob": True}
+    )
+
+
 def room_list(rooms: list[dict], unread: dict[int, int], viewer: Viewer) -> str:
     """The whole home page list (`rooms` as room_list_item takes them, in order), with the
     reader's unread counts: what the page's socket sends when it (re)opens."""
@@ -304,7 +315,7 @@ SAMPLE_ROOM = {
     "title": "Lobby",
     "url": "/rooms/lobby/",
     "is_private": False,
-    "last": {"author": "alice", "body": "Release at five, @bob?", "deleted": False,
+    "last": {"id": 7, "author": "alice", "body": "Release at five, @bob?", "deleted": False,
              "created": 1_700_000_000.0},
 }  # fmt: skip
 
@@ -427,6 +438,12 @@ LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
         "a room gets a message or becomes visible to the user (home page): it moves first, "
         "followed by the reader's unread badge",
         lambda: room_list_item(SAMPLE_ROOM, 2),
+    ),
+    LiveFragment(
+        "room_list_entry", f"{ROOM_LIST}#room_list_entry", "room-3", "true",
+        "the room's last message is edited or deleted (home page): its entry, where it stands",
+        lambda: room_list_entry({**SAMPLE_ROOM, "last": {**SAMPLE_ROOM["last"], "body": "",
+                                                          "deleted": True}}),
     ),
     LiveFragment(
         "room_list", f"{ROOM_LIST}#room_list", "room-list", "true",

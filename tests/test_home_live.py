@@ -156,6 +156,32 @@ async def test_a_page_without_the_room_list_gets_no_entries(home_socket, room, a
     await other_page.assert_nothing_received()
 
 
+async def test_deleting_the_last_message_changes_the_entry_where_it_stands(
+    home_socket, room, alice, bob
+):
+    home = await home_socket(alice)
+    message = await post(room, bob, "oops, wrong room")
+    await entry_and_badge(home, room)
+    await database_sync_to_async(actions.delete_message)(room, bob, message.pk)
+    frame = await home.receive_fragment()
+    entry = frame.target(f"room-{room.pk}")
+    assert entry.swap == "true"
+    assert "oops" not in entry.text()
+    assert entry.element.select_one(".last em").get_text() == "deleted message"
+    # The count is read again (a deleted message is not unread), and the entry's badge waits.
+    assert [s.text() for s in frame.swaps if s.id == f"unread-{room.pk}"] == ["0", "0"]
+
+
+async def test_editing_an_earlier_message_leaves_the_entry_alone(home_socket, room, alice, bob):
+    home = await home_socket(alice)
+    earlier = await post(room, bob, "first")
+    await entry_and_badge(home, room)
+    await post(room, bob, "second")
+    await entry_and_badge(home, room)
+    await database_sync_to_async(actions.edit_message)(room, bob, earlier.pk, "first!")
+    await home.assert_nothing_received()
+
+
 # New rooms appear for those who may see them ----------------------------------------------
 
 
