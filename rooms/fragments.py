@@ -310,7 +310,7 @@ SAMPLE_EDITED = {**SAMPLE_MESSAGE, "seq": 11, "id": 6, "changed_seq": 13, "edite
                  "body": "Draft notes: https://example.com/notes."}  # fmt: skip
 SAMPLE_DELETED = {**SAMPLE_MESSAGE, "changed_seq": 14, "deleted": True, "body": ""}
 SAMPLE_AUTHOR = Viewer(user_id=1)
-SAMPLE_ROOM = {
+SAMPLE_ROOM: dict[str, Any] = {
     "id": 3,
     "title": "Lobby",
     "url": "/rooms/lobby/",
