@@ -152,6 +152,20 @@ def test_reading_in_another_tab_after_the_message_clears_the_count(sign_in, live
     expect(badge).to_be_hidden()
 
 
+def test_a_deleted_last_message_leaves_the_home_page(sign_in, live_site):
+    alice = open_home(sign_in("alice", "phone"), live_site)
+    before = entry(alice, "Random").locator(".badge").inner_text()
+    bob = open_room(sign_in("bob"), live_site, "random")
+    post(bob, "wrong window, sorry")
+    expect(first_entry(alice).locator(".last")).to_have_text("bob: wrong window, sorry")
+    mine = bob.locator("#messages .message", has_text="wrong window, sorry")
+    mine.hover()
+    mine.get_by_role("button", name="Delete message").click()
+    expect(first_entry(alice).locator(".last")).to_have_text("bob: deleted message", timeout=5_000)
+    expect(first_entry(alice).locator(".room-title")).to_have_text("Random")  # stays in place
+    expect(first_entry(alice).locator(".badge")).to_have_text(before)  # deleted: not unread
+
+
 def test_the_sidebar_beside_a_conversation_counts_other_rooms_live(sign_in, live_site):
     alice = open_live(sign_in("alice"), f"{live_site.base}/rooms/lobby/", "beside=")
     expect(alice.locator("#message-form[ws-send]")).to_have_count(1, timeout=10_000)
