@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from rooms import events, notifications
-from rooms.models import Message, ReadMarker, Room, mentioned_users
+from rooms.models import Message, ReadMarker, Room, mentioned_users, unread_counts
 
 # A message shown under the previous one's name and time: same author, within this.
 CONTINUES_WITHIN = timedelta(minutes=5)
@@ -126,7 +126,24 @@ def create_room(user: Any, title: str, is_private: bool = False) -> Room:
     if user is not SYSTEM and not (user.is_authenticated and user.is_active):
         raise ActionError("Log in to create a room.")
     owner = None if user is SYSTEM else user
-    return Room.objects.create(title=title, is_private=is_private, owner=owner)
+    with transaction.atomic():
+        room = Room.objects.create(title=title, is_private=is_private, owner=owner)
+        # Home pages list it live: a public room everyone's, a private one its owner's
+        # (a private room without an owner is seen by its members once they are added).
+        if not is_private:
+            on_commit_publish(events.room_visible_event(events.SITE_GROUP, _listed(room)))
+        elif owner is not None:
+            group = events.user_group(owner.pk)
+            on_commit_publish(events.room_visible_event(group, _listed(room), owner.pk))
+    return room
+
+
+def _listed(room: Room) -> dict[str, Any]:
+    """The room as a home page lists it (plain values, with its last message)."""
+    from rooms.templatetags.roomcast import room_overview  # renders nothing; shapes the item
+
+    (item,) = room_overview(None, [room])
+    return item
 
 
 def add_member(room: Room, user: Any, member: Any) -> None:
@@ -141,6 +158,10 @@ def add_member(room: Room, user: Any, member: Any) -> None:
             return  # a member already: nothing changes, nobody is told twice
         room.members.add(member)
         notifications.member_added(room, member.pk)
+        # The new member's home pages list the room, with their unread count in it.
+        unread = unread_counts(member, [room.pk])[room.pk]
+        group = events.user_group(member.pk)
+        on_commit_publish(events.room_visible_event(group, _listed(room), member.pk, unread))
 
 
 def remove_member(room: Room, user: Any, member: Any) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -22,6 +23,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.template.loader import render_to_string
 
 from rooms import actions, channels_adapter, dashboard, events, fragments, limits, metrics, outbox
@@ -31,10 +34,11 @@ from rooms.fanout import Hub
 from rooms.fanout import hub as default_hub
 from rooms.forms import MessageActionForm, MessageForm, SyncForm
 from rooms.fragments import Viewer
-from rooms.models import Message, Profile, Room, unread_counts, visible_rooms
+from rooms.models import Message, Profile, ReadMarker, Room, unread_counts
 from rooms.outbox import Outbox, supervise
 from rooms.presence import STORE_ERRORS
 from rooms.sequence import CatchUp
+from rooms.templatetags.roomcast import room_overview
 
 logger = logging.getLogger(__name__)
 socket_log = logging.getLogger("rooms.sockets")
@@ -675,19 +679,44 @@ ROOM_EVENTS = {
 }
 
 
+# What the room list socket keeps of each room to render its entry (with its last message).
+ENTRY_KEYS = ("id", "title", "url", "is_private")
+
+
+def entry_message(message: dict[str, Any]) -> dict[str, Any]:
+    """What a room list entry shows of a message (as events carry it)."""
+    return {key: message[key] for key in ("id", "author", "body", "deleted", "created")}
+
+
 # Events after which the room list reads a room's unread count again from the database.
 RECOUNT_AFTER = {events.READ, events.BEHIND}
 
 
 class UserConsumer(LiveSocket):
-    """The socket of a page that is not a room: mention toasts, and on the room list,
-    live unread counts (`/ws/me/?unread=1`)."""
+    """The socket of a page that is not a room: mention toasts, and on the home page
+    (`/ws/me/?unread=1`) the live room list: each room's last message and the user's
+    unread count, the room with news moved first, rooms the user may now see added, and
+    rooms they may no longer see taken off.
+
+    A room page's sidebar opens one too (`/ws/me/?unread=1&beside=<room id>`): live unread
+    counts only, none for the room beside it (read there), and no toasts (the room's own
+    socket brings those)."""
 
     kind = "user"
 
     def __init__(self, hub: Hub | None = None, **kwargs: Any) -> None:
         super().__init__(hub, **kwargs)
+        # The home page's rooms (id -> id, title, url, is_private) and unread counts.
+        self.listed: dict[int, dict[str, Any]] = {}
         self.unread: dict[int, int] = {}
+        self.last_ids: dict[int, int] = {}  # the message each entry shows, by room
+        # Rooms whose count is being read again: how many reads are in flight, the seqs
+        # of others' messages that arrived meanwhile, and the newest read applied.
+        self.recounts: dict[int, int] = {}
+        self.arrived: dict[int, deque[int]] = {}
+        self.counted_upto: dict[int, int] = {}
+        self.lists_rooms = False  # the home page's socket (which keeps the room list live)
+        self.beside: int | None = None  # the room of the page whose sidebar this socket serves
 
     async def connect(self) -> None:
         self.fast_send = raw_send(self.base_send)
@@ -702,21 +731,46 @@ class UserConsumer(LiveSocket):
         self.viewer = Viewer(user_id=self.user.pk)
         groups = [events.user_group(self.user.pk), events.SITE_GROUP]
         query = parse_qs(self.scope.get("query_string", b"").decode())
+        joined = asyncio.Event()
+        beside = query.get("beside", [""])[0]
+        self.beside = int(beside) if beside.isdigit() else None
         if query.get("unread"):
             try:
-                self.unread = await database_sync_to_async(my_unread_counts)(self.user)
+                rooms, self.unread, time_zone = await database_sync_to_async(room_list_state)(
+                    self.user
+                )
             except DatabaseError:
                 await self.close(code=CLOSE_TRY_AGAIN)
                 return
-            groups += [events.room_group(room_id) for room_id in self.unread]
+            self.viewer = Viewer(user_id=self.user.pk, time_zone=time_zone)
+            self.lists_rooms = self.beside is None
+            self.listed = {room["id"]: {key: room[key] for key in ENTRY_KEYS} for room in rooms}
+            self.last_ids = {room["id"]: room["last"]["id"] for room in rooms if room["last"]}
+            groups += [events.room_group(room_id) for room_id in self.listed]
+            if self.lists_rooms:
+                listing = fragments.room_list(rooms, self.unread, self.viewer)
+            else:  # the sidebar: every count as it is now
+                listing = "".join(fragments.unread_badge(r, n) for r, n in self.unread.items())
+
+            async def whole_list() -> str:
+                await joined.wait()  # so a page that has the list hears every change after it
+                return listing
+
+            # First in the outbox: the list as read, then every event from the joins on.
+            self.outbox.put(None, None, whole_list)
         self.outbox.sync(0)  # nothing numbered: events leave as they come
-        await self.start_live(groups)
+        try:
+            await self.start_live(groups)
+        finally:
+            joined.set()
 
     async def disconnect(self, code: int) -> None:
         await self.stop_live(code)
 
     def deliver(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         kind = event["type"]
+        if self.beside is not None and kind in (events.FRAGMENT, events.MENTION):
+            return  # the room page's own socket brings them
         if kind == events.FRAGMENT:
             self.outbox.put(None, None, event["html"])
         elif kind == events.MENTION:
@@ -725,18 +779,107 @@ class UserConsumer(LiveSocket):
                 text = cache[kind] = fragments.mention_toast(event)
             self.outbox.put(None, None, text)
         elif kind == events.MESSAGE:
-            room_id = event["room"]
-            if room_id in self.unread and event["message"]["author_id"] != self.user.pk:
-                self.unread[room_id] += 1
-                self.outbox.put(None, None, fragments.unread_badge(room_id, self.unread[room_id]))
-        elif kind in RECOUNT_AFTER or (
-            kind == events.MESSAGE_CHANGED and event["message"]["deleted"]
-        ):
+            self.on_message(event, cache)
+        elif kind == events.ROOM_VISIBLE:
+            self.on_room_visible(event, cache)
+        elif kind == events.MESSAGE_CHANGED:
+            if event["message"]["deleted"]:  # first: the entry's badge then waits for it
+                self.recount(event["room"], cache)
+            self.on_message_changed(event, cache)
+        elif kind in RECOUNT_AFTER:
             self.recount(event["room"], cache)
         elif self.shut_out(event):
             self.forget_room(event["room"])
         elif kind == events.USER_REVOKED:
             self.on_user_revoked(event)
+
+    # The home page's room list ------------------------------------------------------------
+
+    def on_message(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        """A message in a listed room: the room moves first, showing it; others' messages
+        count as unread."""
+        room_id, message = event["room"], event["message"]
+        room = self.listed.get(room_id)
+        if room is None or room_id == self.beside:
+            return  # (the page beside the sidebar shows the message: it is being read)
+        if message["author_id"] != self.user.pk and not self.reading(room_id):
+            self.unread[room_id] = self.unread.get(room_id, 0) + 1
+            if self.recounts.get(room_id):
+                self.arrived[room_id].append(event["seq"])
+        if not self.lists_rooms:
+            self.put_badge(room_id, cache)
+            return
+        self.last_ids[room_id] = message["id"]
+        self.put_item({**room, "last": entry_message(message)}, cache)
+
+    def on_message_changed(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        """The message an entry shows was edited or deleted: the entry changes in place."""
+        room_id, message = event["room"], event["message"]
+        room = self.listed.get(room_id)
+        if room is None or not self.lists_rooms or self.last_ids.get(room_id) != message["id"]:
+            return
+        key = ("room_list_entry", self.viewer.time_zone)
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = fragments.room_list_entry(
+                {**room, "last": entry_message(message)}, self.viewer
+            )
+        self.outbox.put(None, None, entry)
+        self.put_badge(room_id, cache)
+
+    def reading(self, room_id: int) -> bool:
+        """Whether the user has the room open on another page (present there, as this
+        process last heard; no I/O): that page shows the message and marks it read within
+        ROOMCAST_READ_MARK_INTERVAL, so it never counts as unread here meanwhile."""
+        names = self.hub.names(room_id)
+        return names is not None and self.user.get_username() in names
+
+    def on_room_visible(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
+        """A room the user may now see: listed first, and its events heard from now on.
+
+        Access is checked again here: a private room's item is only ever taken from the
+        event that names this user (sent to their group alone)."""
+        room = event["room"]
+        room_id = int(room["id"])
+        if not self.lists_rooms or room_id in self.listed:
+            return
+        if room["is_private"] and event.get("user") != self.user.pk:
+            return
+        self.listed[room_id] = {key: room[key] for key in ENTRY_KEYS}
+        if room.get("last"):
+            self.last_ids[room_id] = room["last"]["id"]
+        self.unread[room_id] = event.get("unread", 0) if room["is_private"] else 0
+        self.put_item(room, cache)
+        group = events.room_group(room_id)
+        self.groups_joined.append(group)
+        self.spawn(self.hub.join(group, self), "join")
+
+    def put_item(self, room: dict[str, Any], cache: dict[Any, Any]) -> None:
+        """The room's entry, first in the list (rendered once per event and time zone),
+        then this user's badge."""
+        key = ("room_list_item", self.viewer.time_zone)
+        item = cache.get(key)
+        if item is None:
+            item = cache[key] = fragments.room_list_item(room, viewer=self.viewer)
+        self.outbox.put(None, None, item)
+        self.put_badge(room["id"], cache)
+
+    def put_badge(self, room_id: int, cache: dict[Any, Any]) -> None:
+        """The user's unread count of a room: rendered once per event and count, or, while
+        the count is being read again, from the count the writer has when it sends it."""
+        if self.recounts.get(room_id):
+
+            async def current() -> str:
+                return fragments.unread_badge(room_id, self.unread.get(room_id, 0))
+
+            self.outbox.put(None, None, current)
+            return
+        count = self.unread.get(room_id, 0)
+        key = ("unread", room_id, count)
+        badge = cache.get(key)
+        if badge is None:
+            badge = cache[key] = fragments.unread_badge(room_id, count)
+        self.outbox.put(None, None, badge)
 
     def shut_out(self, event: dict[str, Any]) -> bool:
         """Whether the event says this user may no longer read its room."""
@@ -746,26 +889,58 @@ class UserConsumer(LiveSocket):
 
     def recount(self, room_id: int, cache: dict[Any, Any]) -> None:
         """Read the room's unread count again: once per event per user (the user's other
-        sockets in this process share the read through the event's cache)."""
+        sockets in this process share the read through the event's cache).
+
+        The read also says up to which sequence number it counted; others' messages that
+        arrive while it is in flight and lie beyond that are added to it, so a message
+        and a read crossing each other leave the right count."""
         if room_id not in self.unread:
             return
         key = ("unread", self.user.pk, room_id)
         shared = cache.get(key)
         if shared is None:
-            read = database_sync_to_async(unread_counts)(self.user, [room_id])
+            read = database_sync_to_async(unread_snapshot)(self.user, room_id)
             shared = cache[key] = asyncio.ensure_future(read)
             shared.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.recounts[room_id] = self.recounts.get(room_id, 0) + 1
+        self.arrived.setdefault(room_id, deque(maxlen=settings.ROOMCAST_OUTBOX_LIMIT))
 
         async def badge() -> str:
-            counts = await asyncio.shield(shared)
-            self.unread[room_id] = counts.get(room_id, 0)
-            return fragments.unread_badge(room_id, self.unread[room_id])
+            try:
+                count, upto = await asyncio.shield(shared)
+                if room_id in self.unread and upto >= self.counted_upto.get(room_id, 0):
+                    self.counted_upto[room_id] = upto
+                    later = sum(1 for seq in self.arrived.get(room_id, ()) if seq > upto)
+                    self.unread[room_id] = count + later
+            finally:
+                self.recounted(room_id)
+            return fragments.unread_badge(room_id, self.unread.get(room_id, 0))
 
         self.outbox.put(None, None, badge)
 
+    def recounted(self, room_id: int) -> None:
+        left = self.recounts.get(room_id, 0) - 1
+        if left > 0:
+            self.recounts[room_id] = left
+        else:
+            self.recounts.pop(room_id, None)
+            self.arrived.pop(room_id, None)
+
+    def snapshot(self) -> str:
+        """After an overflow (entries, reads in flight among them, were dropped): the page
+        reconnects and its socket starts from the database again."""
+        self.recounts.clear()
+        self.arrived.clear()
+        self.end(CLOSE_TRY_AGAIN)
+        return ""
+
     def forget_room(self, room_id: int) -> None:
         group = events.room_group(room_id)
+        listed = self.listed.pop(room_id, None)
+        self.last_ids.pop(room_id, None)
         self.unread.pop(room_id, None)
+        if listed is not None and self.lists_rooms:
+            self.outbox.put(None, None, fragments.room_list_gone(room_id))
         if group in self.groups_joined:
             self.groups_joined.remove(group)
             self.spawn(self.hub.leave(group, self), "leave")
@@ -865,5 +1040,32 @@ def delete_as(room: Room, user: Any, pk: int) -> None:
     actions.delete_message(room, user, pk)
 
 
-def my_unread_counts(user: Any) -> dict[int, int]:
-    return unread_counts(user, list(visible_rooms(user).values_list("pk", flat=True)))
+def room_list_state(user: Any) -> tuple[list[dict[str, Any]], dict[int, int], str]:
+    """What the home page's socket starts from: the rooms the user may see, most recently
+    active first, each with its last message (as a pushed entry shows them), their unread
+    counts, and the user's time zone."""
+    rooms = room_overview(user)
+    return rooms, unread_counts(user, [room["id"] for room in rooms]), fragments.time_zone_of(user)
+
+
+def unread_snapshot(user: Any, room_id: int) -> tuple[int, int]:
+    """The user's unread count in a room and the room's last sequence number, read in one
+    statement (one snapshot): every message up to that number is counted, none after."""
+    marker = ReadMarker.objects.filter(user=user, room=OuterRef("room")).values("last_read_seq")
+    unread = (
+        Message.objects.filter(room=OuterRef("pk"), deleted=False)
+        .exclude(author=user)
+        .annotate(read=Coalesce(Subquery(marker), 0))
+        .filter(seq__gt=F("read"))
+        .order_by()
+        .values("room")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    row = (
+        Room.objects.filter(pk=room_id)
+        .annotate(unread=Coalesce(Subquery(unread), 0))
+        .values_list("unread", "last_seq")
+        .first()
+    )
+    return (int(row[0]), int(row[1])) if row is not None else (0, 0)

@@ -27,6 +27,8 @@ BEHIND = "room.behind"  # the room's stored sequence moved on: catch up to it
 ACCESS = "room.access"  # who may read a private room now (the periodic re-check)
 TYPING = "room.typing"
 MEMBER_REMOVED = "room.member_removed"
+# A room someone may now see (created, or they were added to it): the home page lists it.
+ROOM_VISIBLE = "room.visible"
 # A rendered fragment pushed through rooms.live, to any group.
 FRAGMENT = "live.fragment"
 # The group of every open page of the site.
@@ -130,6 +132,24 @@ def member_removed_event(room_id: int, user_id: int) -> dict[str, Any]:
         "group": room_group(room_id),
         "room": int(room_id),
         "user": int(user_id),
+    }
+
+
+def room_visible_event(
+    group: str, room: dict[str, Any], user_id: int | None = None, unread: int = 0
+) -> dict[str, Any]:
+    """A room that the group's users may now see, as a home page lists it.
+
+    `room` holds plain values (rooms.templatetags.roomcast.room_item(): id, title, url,
+    is_private, last). A private room goes to one user's group only, and names that user:
+    a socket of anyone else drops it. `unread` is that user's count in the room.
+    """
+    return {
+        "type": ROOM_VISIBLE,
+        "group": group,
+        "room": room,
+        "user": None if user_id is None else int(user_id),
+        "unread": int(unread),
     }
 
 

@@ -215,17 +215,48 @@ def unread_badge(room_id: int, count: int) -> str:
     )
 
 
-def room_list_item(room: dict, unread: int, viewer: Viewer | None = None) -> str:
+def room_list_item(room: dict, unread: int | None = None, viewer: Viewer | None = None) -> str:
     """A room's entry on the home page, moved to the top of the list (or added there).
 
     `room` is rooms.templatetags.roomcast.room_item()'s plain values: id, title, url,
-    is_private, and last (author, body, deleted, created as a timestamp) or None."""
+    is_private, and last (author, body, deleted, created as a timestamp) or None. The entry
+    is the same for every reader in one time zone (render it once per event); with `unread`,
+    the reader's badge follows it (`unread_badge`, the part that differs per reader)."""
+    last = room.get("last")
+    if last:
+        last = {**last, "created": datetime.fromtimestamp(last["created"], UTC)}
+    html = (viewer or Viewer()).render(
+        f"{ROOM_LIST}#room_list_item", {"room": {**room, "last": last}}
+    )
+    return html if unread is None else html + unread_badge(room["id"], unread)
+
+
+def room_list_entry(room: dict, viewer: Viewer | None = None) -> str:
+    """A room's entry replaced where it stands (its last message was edited or deleted),
+    with a blank badge like room_list_item's: the reader's own follows it."""
     last = room.get("last")
     if last:
         last = {**last, "created": datetime.fromtimestamp(last["created"], UTC)}
     return (viewer or Viewer()).render(
-        f"{ROOM_LIST}#room_list_item", {"room": {**room, "last": last}, "unread": unread}
+        f"{ROOM_LIST}#room_list_entry", {"room": {**room, "last": last}, "entry_oob": True}
     )
+
+
+def room_list(rooms: list[dict], unread: dict[int, int], viewer: Viewer) -> str:
+    """The whole home page list (`rooms` as room_list_item takes them, in order), with the
+    reader's unread counts: what the page's socket sends when it (re)opens."""
+    items = []
+    for room in rooms:
+        last = room.get("last")
+        if last:
+            last = {**last, "created": datetime.fromtimestamp(last["created"], UTC)}
+        items.append({**room, "last": last, "unread": unread.get(room["id"], 0)})
+    return viewer.render(f"{ROOM_LIST}#room_list", {"items": items, "oob": True})
+
+
+def room_list_gone(room_id: int) -> str:
+    """Takes a room off the home page of a reader who may no longer see it."""
+    return render_to_string(f"{ROOM_LIST}#room_list_gone", {"room_id": room_id})
 
 
 def mention_toast(event: dict) -> str:
@@ -279,12 +310,12 @@ SAMPLE_EDITED = {**SAMPLE_MESSAGE, "seq": 11, "id": 6, "changed_seq": 13, "edite
                  "body": "Draft notes: https://example.com/notes."}  # fmt: skip
 SAMPLE_DELETED = {**SAMPLE_MESSAGE, "changed_seq": 14, "deleted": True, "body": ""}
 SAMPLE_AUTHOR = Viewer(user_id=1)
-SAMPLE_ROOM = {
+SAMPLE_ROOM: dict[str, Any] = {
     "id": 3,
     "title": "Lobby",
     "url": "/rooms/lobby/",
     "is_private": False,
-    "last": {"author": "alice", "body": "Release at five, @bob?", "deleted": False,
+    "last": {"id": 7, "author": "alice", "body": "Release at five, @bob?", "deleted": False,
              "created": 1_700_000_000.0},
 }  # fmt: skip
 
@@ -404,8 +435,25 @@ LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
     ),
     LiveFragment(
         "room_list_item", f"{ROOM_LIST}#room_list_item", "room-list", "afterbegin",
-        "a room gets a message or becomes visible to the user (home page): it moves first",
+        "a room gets a message or becomes visible to the user (home page): it moves first, "
+        "followed by the reader's unread badge",
         lambda: room_list_item(SAMPLE_ROOM, 2),
+    ),
+    LiveFragment(
+        "room_list_entry", f"{ROOM_LIST}#room_list_entry", "room-3", "true",
+        "the room's last message is edited or deleted (home page): its entry, where it stands",
+        lambda: room_list_entry({**SAMPLE_ROOM, "last": {**SAMPLE_ROOM["last"], "body": "",
+                                                          "deleted": True}}),
+    ),
+    LiveFragment(
+        "room_list", f"{ROOM_LIST}#room_list", "room-list", "true",
+        "the home page's socket opens or reopens: every room as it is now",
+        lambda: room_list([SAMPLE_ROOM], {3: 2}, Viewer(user_id=2)),
+    ),
+    LiveFragment(
+        "room_list_gone", f"{ROOM_LIST}#room_list_gone", "room-3", "delete",
+        "the user may no longer see a private room (removed from it): off their home page",
+        lambda: room_list_gone(3),
     ),
     LiveFragment(
         "connection", f"{ROOM_PAGE}#connection", "connection", "true",

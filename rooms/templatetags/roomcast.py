@@ -101,6 +101,7 @@ def room_overview(user: Any, rooms: list[Room] | None = None) -> list[dict[str, 
         last_author=Subquery(latest.values("author__username")[:1]),
         last_created=Subquery(latest.values("created")[:1]),
         last_deleted=Subquery(latest.values("deleted")[:1]),
+        last_id=Subquery(latest.values("pk")[:1]),
     )
     order = {room.pk: n for n, room in enumerate(rooms)} if rooms is not None else {}
     items = sorted((room_item(row) for row in rows), key=lambda item: order.get(item["id"], 0))
@@ -114,6 +115,7 @@ def room_item(row: Any) -> dict[str, Any]:
     last = None
     if row.last_created is not None:
         last = {
+            "id": row.last_id,
             "author": row.last_author or "system",
             "body": "" if row.last_deleted else row.last_body,
             "deleted": bool(row.last_deleted),
@@ -154,4 +156,5 @@ def room_sidebar(context: template.Context, current: Room | None = None) -> dict
             for room in rooms
         ],
         "user": user,
+        "current": current,
     }
