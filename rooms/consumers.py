@@ -490,7 +490,8 @@ class RoomConsumer(LiveSocket):
         await database_sync_to_async(post_as)(
             self.room, self.user, body, key if isinstance(key, str) else None
         )
-        await self.send(text_data=fragments.message_form_reset())
+        lines = payload.get("composer") == "lines"  # the several-lines composer sent it
+        await self.send(text_data=fragments.message_form_reset(lines=lines))
 
     async def do_typing(self, payload: dict[str, Any]) -> None:
         """The user typed: tell the others, at most once per throttle window."""

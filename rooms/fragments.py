@@ -151,12 +151,17 @@ def new_client_key() -> str:
     return uuid.uuid4().hex
 
 
-def message_form_reset() -> str:
+def message_form_reset(lines: bool = False) -> str:
     """A blank, focused message input, a new idempotency key and no error: what the
-    sender sees after posting."""
+    sender sees after posting (`lines`: from the several-lines composer, which is reset
+    instead of the one-line one)."""
     return render_to_string(
-        f"{ROOM_PAGE}#message_form_reset",
-        {"max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH, "client_key": new_client_key()},
+        f"{ROOM_PAGE}#{'lines_form_reset' if lines else 'message_form_reset'}",
+        {
+            "max_length": settings.ROOMCAST_MESSAGE_MAX_LENGTH,
+            "client_key": new_client_key(),
+            "lines_client_key": new_client_key(),
+        },
     )
 
 
@@ -402,6 +407,11 @@ LIVE_FRAGMENTS: tuple[LiveFragment, ...] = (
         "message_form_reset", f"{ROOM_PAGE}#message_form_reset", "message-input", "true",
         "the sender's message was stored (their page only)",
         message_form_reset,
+    ),
+    LiveFragment(
+        "lines_form_reset", f"{ROOM_PAGE}#lines_form_reset", "lines-input", "true",
+        "the sender's message from the several-lines composer was stored (their page only)",
+        lambda: message_form_reset(lines=True),
     ),
     LiveFragment(
         "message_error_oob", f"{ROOM_PAGE}#message_error_oob", "message-error", "true",

@@ -155,6 +155,13 @@ class RoomSocket:
         key = client_key or uuid.uuid4().hex
         await self.send_form("message-form", action="post", message=message, client_key=key)
 
+    async def post_lines(self, message: str, client_key: str | None = None) -> None:
+        """Send what the several-lines composer sends when its Send button is clicked."""
+        key = client_key or uuid.uuid4().hex
+        await self.send_form(
+            "lines-form", action="post", composer="lines", message=message, client_key=key
+        )
+
     async def type(self) -> None:
         """Send what the page's typing signal sends while the user types (hx-vals only)."""
         await self.send_form("typing-signal", action="typing")

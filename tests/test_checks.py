@@ -30,10 +30,10 @@ def test_the_registry_covers_every_pushed_partial():
     names = {f.template.split("#")[1] for f in fragments.LIVE_FRAGMENTS}
     assert names == {
         "new_messages", "changed_messages", "catch_up", "message_history_oob", "message",
-        "message_editor", "message_form_reset", "message_error_oob", "go_live", "presence",
-        "typing", "removed", "unread", "mention_toast", "notice_toast", "dashboard_body",
-        "room_list", "room_list_item", "room_list_entry", "room_list_gone", "connection", "bell",
-        "inbox_new", "export_control",
+        "message_editor", "message_form_reset", "lines_form_reset", "message_error_oob",
+        "go_live", "presence", "typing", "removed", "unread", "mention_toast", "notice_toast",
+        "dashboard_body", "room_list", "room_list_item", "room_list_entry", "room_list_gone",
+        "connection", "bell", "inbox_new", "export_control",
     }  # fmt: skip
 
 

@@ -92,6 +92,35 @@ async def test_a_frame_makes_no_extra_thread_hop_before_its_handler(room_socket,
     assert await stored_bodies(room) == ["hello"]
 
 
+async def test_post_from_the_several_lines_composer_keeps_its_line_breaks(room_socket, room, alice):
+    sender = await room_socket(room, user=alice)
+    await sender.post_lines("first line\nsecond line")
+    swap = await sender.receive_swap("messages")
+    assert swap.select(".body")[0].get_text() == "first line\nsecond line"
+
+
+async def test_post_from_the_several_lines_composer_resets_that_composer_only(
+    room_socket, room, alice
+):
+    sender = await room_socket(room, user=alice)
+    await sender.post_lines("two\nlines")
+    reset = await sender.receive_swap("lines-input")
+    assert reset.element.name == "textarea" and reset.element.get_text() == ""
+    await sender.post("one line")
+    assert (await sender.receive_swap("message-input")).element.get("value") is None
+
+
+async def test_post_from_the_one_line_composer_leaves_the_several_lines_draft(
+    room_socket, room, alice
+):
+    sender = await room_socket(room, user=alice)
+    await sender.post("one line")
+    fragment = await sender.receive_fragment()
+    while not fragment.has_target("message-input"):
+        fragment = await sender.receive_fragment()
+    assert not fragment.has_target("lines-input")
+
+
 async def test_post_moves_the_page_sync_point(room_socket, room, alice):
     reader = await room_socket(room)
     sender = await room_socket(room, user=alice)

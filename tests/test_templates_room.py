@@ -188,6 +188,29 @@ def test_room_page_composer_has_a_client_key(client, room, alice):
     assert len(key["value"]) == 32
 
 
+def test_room_page_has_a_several_lines_composer_in_a_closed_details(client, room, alice):
+    client.force_login(alice)
+    details = page(client, room).select_one(".composer details.lines")
+    assert details.get("open") is None
+    assert details.summary.get_text() == "Several lines"
+    form = details.select_one("#lines-form")
+    assert form.select_one("textarea#lines-input")["name"] == "message"
+    assert form.select_one("input[name=composer]")["value"] == "lines"
+
+
+def test_the_two_composers_have_different_client_keys(client, room, alice):
+    client.force_login(alice)
+    html = page(client, room)
+    one = html.select_one("#message-form input[name=client_key]")["value"]
+    lines = html.select_one("#lines-form input[name=client_key]")["value"]
+    assert len(lines) == 32 and lines != one
+
+
+def test_going_live_swaps_in_the_several_lines_composer_over_the_socket():
+    form = soup(fragments.go_live(True)).select_one("#lines-form")
+    assert form.has_attr("ws-send") and form["hx-swap-oob"] == "true"
+
+
 def test_room_page_client_key_comes_from_the_view_when_it_gives_one():
     from django.template.loader import render_to_string
 

@@ -112,9 +112,8 @@ async def test_receive_fragment_says_when_the_socket_closed(room_socket, make_ro
 
 
 async def test_receive_close_says_what_came_instead(room_socket, room, alice):
-    socket = await room_socket(room, user=alice)
-    await socket.receive_fragment(skip=())  # her own arrival in the presence list
-    await socket.post("still open")
+    socket = await room_socket(room)
+    await (await room_socket(room, user=alice)).post("still open")
     with pytest.raises(
         AssertionError,
         match=r"expected the socket to close, got a fragment targeting \['messages', 'last-seq'\]",
@@ -142,7 +141,13 @@ async def test_sync_with_live_false_brings_the_page_live(room_socket, room, alic
     socket = await room_socket(room, user=alice, last_seq=None)
     await socket.sync(0, live=False)
     fragment = await socket.receive_fragment()
-    assert fragment.targets() == ["message-form", "typing-signal", "poller", "live-flag"]
+    assert fragment.targets() == [
+        "message-form",
+        "lines-form",
+        "typing-signal",
+        "poller",
+        "live-flag",
+    ]
 
 
 # Capturing broadcasts
