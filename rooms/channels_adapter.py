@@ -140,3 +140,33 @@ def stop_reading(transport: Any) -> None:
     """Read nothing more from this client (a flooder being closed): what it still sends
     waits in the kernel's small buffer instead of daphne's unbounded queue."""
     transport.pauseProducing()
+
+
+# uvicorn (its default, sans-I/O websockets protocol) does give backpressure: its send first
+# awaits `protocol.writable`, an asyncio.Event cleared while the transport's buffer is over
+# its high-water mark, then frames the text and writes it to the transport without awaiting.
+# While `writable` is set that coroutine never waits, so the fan-out can run it to its end as
+# it does daphne's (no task wake-up per socket per frame); while it is not, the socket's
+# writer task awaits the send and its bounded outbox does the rest. tests/test_channels_adapter.py
+# fails if uvicorn's send changes shape.
+UVICORN_PROTOCOL = "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol"
+
+
+def uvicorn_protocol_of(send: Send) -> Any | None:
+    """uvicorn's sans-I/O WebSocket protocol behind a raw send, or None under any other."""
+    protocol = getattr(send, "__self__", None)
+    kind = type(protocol)
+    if f"{kind.__module__}.{kind.__qualname__}" != UVICORN_PROTOCOL:
+        return None
+    if getattr(send, "__name__", "") != "send":
+        return None
+    return protocol
+
+
+def send_if_writable(protocol: Any, send: Send, text: str) -> bool:
+    """Send a text frame on uvicorn's socket now if its transport takes more; False if the
+    client is behind (the caller's writer task awaits the send instead)."""
+    if not protocol.writable.is_set() or protocol.close_sent or protocol.disconnected:
+        return False
+    send_now(send, {"type": "websocket.send", "text": text})
+    return True

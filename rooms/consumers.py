@@ -286,21 +286,36 @@ class LiveSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     @property
     def sends_at_once(self) -> bool:
-        """Whether this socket's server send never waits (daphne): see `write_now`."""
-        return self.transport is not None
+        """Whether this socket's frames can be sent without awaiting (daphne, whose send
+        never waits; uvicorn, whose send waits only while the client is behind)."""
+        return self.transport is not None or self.uvicorn is not None
 
     def write_now(self, text: str) -> bool:
-        """Send one frame without awaiting, under daphne (whose send never waits); False
-        under any other server (its send may wait: the writer task sends)."""
+        """Send one frame without awaiting: under daphne always, under uvicorn while the
+        client keeps up; False otherwise (the writer task awaits the send)."""
         transport = self.transport
         if transport is None:
-            return False
+            protocol = self.uvicorn
+            if protocol is None or not channels_adapter.send_if_writable(
+                protocol, self.fast_send, text
+            ):
+                return False
+            outbox.frames_sent[self.kind] = outbox.frames_sent.get(self.kind, 0) + 1
+            return True
         if channels_adapter.buffered_bytes(transport) > settings.ROOMCAST_SOCKET_BUFFER_LIMIT:
             self.too_slow()
             return True
         channels_adapter.write_text(self.fast_send, transport, text)
         outbox.frames_sent[self.kind] = outbox.frames_sent.get(self.kind, 0) + 1
         return True
+
+    @property
+    def uvicorn(self) -> Any:
+        """uvicorn's WebSocket protocol of this socket (None under other servers)."""
+        found = getattr(self, "_uvicorn", False)
+        if found is False:
+            found = self._uvicorn = channels_adapter.uvicorn_protocol_of(self.fast_send)
+        return found
 
     @property
     def transport(self) -> Any:

@@ -162,3 +162,77 @@ def test_write_text_goes_through_daphne_when_twisted_holds_data():
     daphne = FakeDaphne(None, temp=10)  # earlier frames wait: this one must queue behind them
     channels_adapter.write_text(daphne.send, daphne.transport, "hi")
     assert (daphne.replies, daphne.written) == ([{"type": "websocket.send", "text": "hi"}], [])
+
+
+# uvicorn: its sans-I/O protocol's send waits only for `writable`
+
+
+def test_uvicorn_send_waits_only_for_writable_then_writes():
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    source = inspect.getsource(WebSocketsSansIOProtocol.send)
+    assert source.count("await ") == 1
+    assert "await self.writable.wait()" in source
+    assert "self.transport.write(" in source
+    kind = WebSocketsSansIOProtocol
+    assert f"{kind.__module__}.{kind.__qualname__}" == channels_adapter.UVICORN_PROTOCOL
+
+
+def test_uvicorn_clears_writable_while_its_transport_is_full():
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    assert "self.writable.clear()" in inspect.getsource(WebSocketsSansIOProtocol.pause_writing)
+    assert "self.writable.set()" in inspect.getsource(WebSocketsSansIOProtocol.resume_writing)
+
+
+class FakeUvicornProtocol:
+    """What the adapter reads of uvicorn's protocol, and a send shaped like its own."""
+
+    def __init__(self):
+        import asyncio
+
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.close_sent = self.disconnected = False
+        self.sent: list[dict] = []
+
+    async def send(self, message):
+        await self.writable.wait()
+        self.sent.append(message)
+
+
+def test_uvicorn_protocol_of_finds_the_protocol_behind_uvicorns_send():
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    protocol = object.__new__(WebSocketsSansIOProtocol)
+    assert channels_adapter.uvicorn_protocol_of(protocol.send) is protocol
+
+
+def test_uvicorn_protocol_of_recognises_only_uvicorns_send():
+    fake = FakeUvicornProtocol()
+    assert channels_adapter.uvicorn_protocol_of(fake.send) is None  # another class
+
+    async def plain_send(message):
+        pass
+
+    assert channels_adapter.uvicorn_protocol_of(plain_send) is None
+
+
+def test_send_if_writable_sends_at_once_while_writable():
+    fake = FakeUvicornProtocol()
+    assert channels_adapter.send_if_writable(fake, fake.send, "<p>hi</p>")
+    assert fake.sent == [{"type": "websocket.send", "text": "<p>hi</p>"}]
+
+
+def test_send_if_writable_leaves_a_client_that_is_behind_to_the_writer():
+    fake = FakeUvicornProtocol()
+    fake.writable.clear()
+    assert not channels_adapter.send_if_writable(fake, fake.send, "<p>hi</p>")
+    assert fake.sent == []
+
+
+def test_send_if_writable_sends_nothing_after_close():
+    fake = FakeUvicornProtocol()
+    fake.close_sent = True
+    assert not channels_adapter.send_if_writable(fake, fake.send, "<p>hi</p>")
+    assert fake.sent == []

@@ -147,8 +147,10 @@ class Site:
         self.manage("migrate", "--no-input", "-v0")
         return json.loads(self.manage("shell", "-c", SEED).strip().splitlines()[-1])
 
-    def start_server(self, port: int | None = None, *daphne_args: str) -> Server:
-        server = Server(self.env, port or free_port(), daphne_args)
+    def start_server(
+        self, port: int | None = None, *daphne_args: str, runner: str = "daphne"
+    ) -> Server:
+        server = Server(self.env, port or free_port(), daphne_args, runner)
         self.servers.append(server)
         return server
 
@@ -158,15 +160,18 @@ class Site:
 
 
 class Server:
-    """One daphne process serving the site."""
+    """One server process serving the site: daphne, or uvicorn (`runner="uvicorn"`)."""
 
-    def __init__(self, env: dict, port: int, daphne_args=()) -> None:
+    def __init__(self, env: dict, port: int, daphne_args=(), runner: str = "daphne") -> None:
         self.port = port
-        self.log_path = Path(tempfile.gettempdir()) / f"roomcast-daphne-{port}.log"
+        self.log_path = Path(tempfile.gettempdir()) / f"roomcast-{runner}-{port}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
+        if runner == "uvicorn":
+            command = ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"]
+        else:
+            command = ["daphne", "-b", "127.0.0.1", "-p", str(port), *daphne_args]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *daphne_args]
-            + ["site_config.asgi:application"],
+            [sys.executable, "-m", *command, "site_config.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=self.log,

@@ -90,6 +90,43 @@ async def test_a_stalled_client_is_dropped_while_100_sockets_keep_up(site):
         await client.close()
 
 
+async def test_on_uvicorn_a_stalled_client_is_dropped_while_live_sockets_keep_up(site):
+    # uvicorn's send waits while a client is behind; frames to clients that keep up are
+    # sent without a task wake-up (channels_adapter.send_if_writable). The stalled client's
+    # writer waits, its bounded outbox overflows, and it is closed; the others get it all.
+    seed = site.seed()
+    server = site.start_server(runner="uvicorn")
+    readers = [await LightReader(server, seed["room"]).connect() for _ in range(20)]
+    stalled = stalled_socket(server, seed["room"], sync=True)
+    sender = await LiveClient(server, seed["room"], seed["alice"]).connect()
+    await sender.post("the stalled socket has joined when its readers see this")
+    await sender.wait_for_seq(1)
+    before = rss_kib(server.process.pid)
+    await asyncio.to_thread(
+        site.manage,
+        "shell",
+        "-c",
+        "from rooms.models import Room, post_message; room = Room.objects.get(slug='lobby'); "
+        f"[post_message(room, None, str(n) + ' ' + 'x' * 3900) for n in range({POSTS})]",
+    )
+    async with asyncio.timeout(120):
+        while any(len(r.seqs) < POSTS + 1 for r in readers):
+            await asyncio.sleep(0.2)
+    assert all(r.seqs == list(range(1, POSTS + 2)) for r in readers)
+    # The stalled socket does not stay (the readers are all still open, so it is the one
+    # closed): uvicorn's ping timeout (20 s + 20 s) closes it, 1005, or repeated overflows of
+    # its outbox do, 1013, whichever comes first.
+    async with asyncio.timeout(90):
+        while not re.search(r"socket closed: .* code 10(05|06|13)", server.log_path.read_text()):
+            await asyncio.sleep(0.2)
+    growth_mib = (rss_kib(server.process.pid) - before) / 1024
+    print(f"uvicorn RSS growth with a stalled client and 20 readers: {growth_mib:.1f} MiB")
+    assert growth_mib < 64
+    stalled.close()
+    for client in [*readers, sender]:
+        await client.close()
+
+
 async def test_limits_hold_while_redis_is_away_and_the_first_socket_after_works(
     site_on_private_redis, private_redis
 ):
