@@ -763,8 +763,9 @@ class UserConsumer(LiveSocket):
             self.listed = {room["id"]: {key: room[key] for key in ENTRY_KEYS} for room in rooms}
             self.last_ids = {room["id"]: room["last"]["id"] for room in rooms if room["last"]}
             groups += [events.room_group(room_id) for room_id in self.listed]
-            if self.lists_rooms:
+            if self.lists_rooms:  # and the page's connection status: live
                 listing = fragments.room_list(rooms, self.unread, self.viewer)
+                listing += fragments.connection_status()
             else:  # the sidebar: every count as it is now
                 listing = "".join(fragments.unread_badge(r, n) for r, n in self.unread.items())
 
@@ -782,6 +783,12 @@ class UserConsumer(LiveSocket):
 
     async def disconnect(self, code: int) -> None:
         await self.stop_live(code)
+
+    def beat(self, html: str) -> None:
+        """Only the home page shows the connection status; other pages with this socket
+        have no `#connection` for it (and the room page's own socket beats there)."""
+        if self.lists_rooms:
+            super().beat(html)
 
     def deliver(self, event: dict[str, Any], cache: dict[Any, Any]) -> None:
         kind = event["type"]
@@ -991,6 +998,9 @@ class DashboardConsumer(LiveSocket):
         if self.feed is not None:
             await self.feed.leave(self)
         await self.stop_live(code)
+
+    def beat(self, html: str) -> None:
+        """The dashboard page has no `#connection` to restart: nothing to send."""
 
     def push(self, html: str) -> None:
         """The dashboard feed's update (rendered once for every dashboard)."""

@@ -445,3 +445,43 @@ def test_the_room_pages_sidebar_opens_the_users_socket_beside_its_room(client, r
     page = BeautifulSoup(client.get(room.get_absolute_url()).content, "html.parser")
     live = page.select_one("nav.sidebar #sidebar-live")
     assert live["ws-connect"] == f"/ws/me/?unread=1&beside={room.pk}"
+
+
+# The connection status beat -----------------------------------------------------------------
+
+
+async def test_the_home_socket_says_live_with_the_list(user_socket, alice):
+    socket = await user_socket(alice, unread=True)
+    frame = await socket.receive_fragment()
+    assert frame.target("connection").element["class"] == ["connection", "live"]
+
+
+async def test_the_home_socket_gets_the_connection_beat(home_socket, fanout_hub, alice):
+    socket = await home_socket(alice)
+    await fanout_hub.beat()
+    assert (await socket.receive_fragment(skip=())).target("connection").element["class"] == [
+        "connection",
+        "live",
+    ]
+
+
+async def test_a_user_socket_on_a_page_without_the_list_gets_no_beat(
+    home_socket, fanout_hub, alice
+):
+    socket = await home_socket(alice, unread=False)
+    await fanout_hub.beat()
+    await socket.assert_nothing_received(skip=())
+
+
+async def test_the_sidebar_socket_gets_no_beat(ws_application, fanout_hub, room, alice):
+    sidebar = await open_sidebar(ws_application, alice, room)
+    await fanout_hub.beat()
+    await sidebar.assert_nothing_received(skip=())
+
+
+def test_the_home_page_shows_the_connection_status(client, alice):
+    from bs4 import BeautifulSoup
+
+    client.force_login(alice)
+    page = BeautifulSoup(client.get("/").content.decode(), "html.parser")
+    assert page.select_one(".list-head #connection")["role"] == "status"
