@@ -190,7 +190,16 @@ def test_screenshots_of_the_live_home_page(sign_in, live_site, tmp_path):
     bob = open_room(sign_in("bob"), live_site, "random")
     post(bob, "Lunch at noon? The new place on the corner has a terrace.")
     for page in (alice, phone):
-        expect(first_entry(page).locator(".badge")).to_be_visible(timeout=5_000)
+        expect(first_entry(page)).to_contain_text("Lunch at noon", timeout=5_000)
+        expect(first_entry(page).locator(".badge")).to_be_visible()
+        expect(page.locator("#connection .is-live")).to_be_visible()
     alice.screenshot(path=str(out / "screenshot-home.png"))
     phone.screenshot(path=str(out / "screenshot-home-phone.png"))
     assert (out / "screenshot-home.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_home_page_says_when_it_is_live(sign_in, live_site, size):
+    alice = open_home(sign_in("alice", size), live_site)
+    expect(alice.locator("#connection .is-live")).to_be_visible(timeout=10_000)
+    expect(alice.locator("#connection .connecting")).to_be_hidden()
