@@ -314,6 +314,7 @@ class CostlyOwner(DirectOwner):
     def __init__(self, clock: ManualClock, cost: float):
         super().__init__()
         self.clock, self.cost = clock, cost
+        self.sends_at_once = True  # False: a server whose send awaits (the writer sends)
 
     def write_now(self, text: str) -> bool:
         self.clock.advance(self.cost)
