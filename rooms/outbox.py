@@ -126,7 +126,6 @@ class ReadySet:
         self.ended = float("-inf")  # when its last frame was written
         self.writing = 0  # writer tasks the last flush woke that have not finished
         self.generation = 0  # counts flushes; a writer reports for the flush that woke it
-        self.flushes = 0
         self.delayed = 0  # flushes that waited
 
     def add(self, box: Outbox) -> None:
@@ -164,13 +163,13 @@ class ReadySet:
             self._finished(now)  # its writers are still at work: count it finished here
         self.pending = False
         self.generation += 1
-        self.flushes += 1
-        last_start, self.started = self.started, now
         boxes, self.boxes = self.boxes, []
+        # Outboxes their writers drained meanwhile send nothing: the last cost then stands.
+        busy = any(box.entries for box in boxes)
+        if busy:
+            self.started = now
         woken = 0
-        busy = False  # whether any frame was written or left to a writer
         for box in boxes:
-            busy = busy or bool(box.entries)
             try:
                 if box.write_waiting():
                     box.woken_by = self.generation
@@ -181,8 +180,6 @@ class ReadySet:
         self.writing = woken
         if busy and not woken:
             self._finished(self.clock.now())
-        elif not busy:
-            self.started = last_start  # nothing was sent: the last flush's cost stands
 
     def written(self, generation: int) -> None:
         """A writer woken by flush `generation` has written its frame."""
