@@ -107,6 +107,15 @@ def find_message(room: Room, message_id: int) -> Message:
     return message
 
 
+def locked_message(room: Room, message_id: int) -> Message:
+    """The room's message, its row locked for this transaction and its state read again
+    under the lock, so that a delete and an edit cannot both win."""
+    message = find_message(room, message_id)
+    Message.objects.select_for_update().filter(pk=message.pk).values("pk").get()
+    message.refresh_from_db(fields=["deleted", "body", "edited", "changed_seq"])
+    return message
+
+
 def message_for_edit(room: Room, user: Any, message_id: int) -> Message:
     """The message `user` asks to edit (to show its editor), after every check."""
     require_poster(room, user)
@@ -303,10 +312,7 @@ def edit_message(room: Room, user: Any, message_id: int, body: str) -> Message:
     """The author changes their message's text; every page shows the edit."""
     require_poster(room, user)
     with transaction.atomic():
-        message = find_message(room, message_id)
-        # Lock the row so that a delete and an edit cannot both win.
-        Message.objects.select_for_update().filter(pk=message.pk).values("pk").get()
-        message.refresh_from_db(fields=["deleted", "body", "edited", "changed_seq"])
+        message = locked_message(room, message_id)
         if message.deleted:
             raise ActionError(DELETED_MEANWHILE)
         if user is not SYSTEM and message.author_id != user.pk:
@@ -321,9 +327,7 @@ def delete_message(room: Room, user: Any, message_id: int) -> Message:
     """
     require_reader(room, user)
     with transaction.atomic():
-        message = find_message(room, message_id)
-        Message.objects.select_for_update().filter(pk=message.pk).values("pk").get()
-        message.refresh_from_db(fields=["deleted", "body", "edited", "changed_seq"])
+        message = locked_message(room, message_id)
         if message.deleted:
             return message
         if user is not SYSTEM and not message.can_delete(user):
