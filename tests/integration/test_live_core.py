@@ -52,11 +52,12 @@ class LightReader:
 SEQ = re.compile(r'<article[^>]* data-seq="(\d+)"')
 
 
-async def test_a_stalled_client_is_dropped_while_100_sockets_keep_up(site):
-    site.env["ROOMCAST_SOCKET_BUFFER_LIMIT"] = str(256 * 1024)
-    seed = site.seed()
-    server = site.start_server()  # no ping options: the app's own bound must hold
-    readers = [await LightReader(server, seed["room"]).connect() for _ in range(READERS)]
+async def stalled_beside_readers(site, server, seed, readers: int, closed: str) -> float:
+    """A socket that never reads beside `readers` live ones while another process posts
+    POSTS messages of ~4 kB: every reader gets them all in order, the server closes the
+    stalled one (its close line matches `closed`), and the server's RSS growth (MiB) is
+    returned."""
+    live = [await LightReader(server, seed["room"]).connect() for _ in range(readers)]
     stalled = stalled_socket(server, seed["room"], sync=True)
     sender = await LiveClient(server, seed["room"], seed["alice"]).connect()
     await sender.post("the stalled socket has joined when its readers see this")
@@ -72,59 +73,45 @@ async def test_a_stalled_client_is_dropped_while_100_sockets_keep_up(site):
         f"[post_message(room, None, str(n) + ' ' + 'x' * 3900) for n in range({POSTS})]",
     )
     async with asyncio.timeout(120):
-        while any(len(r.seqs) < POSTS + 1 for r in readers):
+        while any(len(r.seqs) < POSTS + 1 for r in live):
             await asyncio.sleep(0.2)
-    assert all(r.seqs == list(range(1, POSTS + 2)) for r in readers)
+    assert all(r.seqs == list(range(1, POSTS + 2)) for r in live)
+    # The readers are all still open, so the socket closed is the stalled one.
+    async with asyncio.timeout(90):
+        while not re.search(closed, server.log_path.read_text()):
+            await asyncio.sleep(0.2)
+    growth_mib = (rss_kib(server.process.pid) - before) / 1024
+    stalled.close()
+    for client in [*live, sender]:
+        await client.close()
+    return growth_mib
+
+
+async def test_a_stalled_client_is_dropped_while_100_sockets_keep_up(site):
+    site.env["ROOMCAST_SOCKET_BUFFER_LIMIT"] = str(256 * 1024)
+    seed = site.seed()
+    server = site.start_server()  # no ping options: the app's own bound must hold
     # The stalled socket does not stay: the server drops it (1006), freeing its buffers.
     # Measured here: daphne's default ping timeout (20 s + 30 s) drops it, before the app's
     # transport bound (ROOMCAST_SOCKET_BUFFER_LIMIT) is reached, because the kernel's socket
     # buffers (up to 4 MB send, autotuned receive) absorb these 6 MB first.
-    async with asyncio.timeout(90):
-        while "code 1006" not in server.log_path.read_text():
-            await asyncio.sleep(0.2)
-    growth_mib = (rss_kib(server.process.pid) - before) / 1024
+    growth_mib = await stalled_beside_readers(site, server, seed, READERS, "code 1006")
     print(f"server RSS growth with a stalled client and {READERS} readers: {growth_mib:.1f} MiB")
     assert growth_mib < 64
-    stalled.close()
-    for client in [*readers, sender]:
-        await client.close()
 
 
 async def test_on_uvicorn_a_stalled_client_is_dropped_while_live_sockets_keep_up(site):
     # uvicorn's send waits while a client is behind; frames to clients that keep up are
     # sent without a task wake-up (channels_adapter.send_if_writable). The stalled client's
-    # writer waits, its bounded outbox overflows, and it is closed; the others get it all.
+    # writer waits and its bounded outbox overflows. uvicorn's ping timeout (20 s + 20 s)
+    # closes it, 1005, or repeated overflows of its outbox do, 1013, whichever comes first.
     seed = site.seed()
     server = site.start_server(runner="uvicorn")
-    readers = [await LightReader(server, seed["room"]).connect() for _ in range(20)]
-    stalled = stalled_socket(server, seed["room"], sync=True)
-    sender = await LiveClient(server, seed["room"], seed["alice"]).connect()
-    await sender.post("the stalled socket has joined when its readers see this")
-    await sender.wait_for_seq(1)
-    before = rss_kib(server.process.pid)
-    await asyncio.to_thread(
-        site.manage,
-        "shell",
-        "-c",
-        "from rooms.models import Room, post_message; room = Room.objects.get(slug='lobby'); "
-        f"[post_message(room, None, str(n) + ' ' + 'x' * 3900) for n in range({POSTS})]",
+    growth_mib = await stalled_beside_readers(
+        site, server, seed, 20, r"socket closed: .* code 10(05|06|13)"
     )
-    async with asyncio.timeout(120):
-        while any(len(r.seqs) < POSTS + 1 for r in readers):
-            await asyncio.sleep(0.2)
-    assert all(r.seqs == list(range(1, POSTS + 2)) for r in readers)
-    # The stalled socket does not stay (the readers are all still open, so it is the one
-    # closed): uvicorn's ping timeout (20 s + 20 s) closes it, 1005, or repeated overflows of
-    # its outbox do, 1013, whichever comes first.
-    async with asyncio.timeout(90):
-        while not re.search(r"socket closed: .* code 10(05|06|13)", server.log_path.read_text()):
-            await asyncio.sleep(0.2)
-    growth_mib = (rss_kib(server.process.pid) - before) / 1024
     print(f"uvicorn RSS growth with a stalled client and 20 readers: {growth_mib:.1f} MiB")
     assert growth_mib < 64
-    stalled.close()
-    for client in [*readers, sender]:
-        await client.close()
 
 
 async def test_limits_hold_while_redis_is_away_and_the_first_socket_after_works(
