@@ -82,8 +82,9 @@ async def stalled_beside_readers(site, server, seed, readers: int, closed: str) 
             await asyncio.sleep(0.2)
     growth_mib = (rss_kib(server.process.pid) - before) / 1024
     stalled.close()
-    for client in [*live, sender]:
-        await client.close()
+    for reader in live:
+        await reader.close()
+    await sender.close()
     return growth_mib
 
 
