@@ -203,3 +203,23 @@ def test_the_home_page_says_when_it_is_live(sign_in, live_site, size):
     alice = open_home(sign_in("alice", size), live_site)
     expect(alice.locator("#connection .is-live")).to_be_visible(timeout=10_000)
     expect(alice.locator("#connection .connecting")).to_be_hidden()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_home_page_survives_the_server_stopping_and_starting(sign_in, live_site, size):
+    alice = open_home(sign_in("alice", size), live_site)
+    indicator = alice.locator("#connection")
+    expect(indicator).to_have_text("live", timeout=10_000, use_inner_text=True)
+    live_site.stop()
+    expect(indicator).to_have_text("reconnecting…", timeout=15_000, use_inner_text=True)
+    # Posted while the server is down: the reconnected page gets it with the whole list.
+    live_site.shell(
+        "from rooms.models import Room, post_message\n"
+        "from django.contrib.auth import get_user_model\n"
+        "post_message(Room.objects.get(slug='random'), "
+        "get_user_model().objects.get(username='bob'), 'while you were away')"
+    )
+    live_site.resume()
+    expect(indicator).to_have_text("live", timeout=40_000, use_inner_text=True)
+    expect(first_entry(alice)).to_contain_text("while you were away", timeout=10_000)
+    expect(entry(alice, "while you were away")).to_have_count(1)
