@@ -111,9 +111,19 @@ async def test_receive_fragment_says_when_the_socket_closed(room_socket, make_ro
     assert socket.close_code == CLOSE_FORBIDDEN
 
 
+async def watcher_and_poster(room_socket, room, alice):
+    """An anonymous watcher, and alice's socket once the watcher has seen her arrive (her
+    arrival in the presence list could otherwise share the frame of what she posts)."""
+    watcher = await room_socket(room)
+    poster = await room_socket(room, user=alice)
+    while "alice" not in (await watcher.receive_swap("presence")).text():
+        pass
+    return watcher, poster
+
+
 async def test_receive_close_says_what_came_instead(room_socket, room, alice):
-    socket = await room_socket(room)
-    await (await room_socket(room, user=alice)).post("still open")
+    socket, poster = await watcher_and_poster(room_socket, room, alice)
+    await poster.post("still open")
     with pytest.raises(
         AssertionError,
         match=r"expected the socket to close, got a fragment targeting \['messages', 'last-seq'\]",
@@ -122,8 +132,8 @@ async def test_receive_close_says_what_came_instead(room_socket, room, alice):
 
 
 async def test_assert_nothing_received_says_what_came(room_socket, room, alice):
-    socket = await room_socket(room)
-    await (await room_socket(room, user=alice)).post("surprise")
+    socket, poster = await watcher_and_poster(room_socket, room, alice)
+    await poster.post("surprise")
     with pytest.raises(AssertionError) as failure:
         await socket.assert_nothing_received(timeout=1)
     message = str(failure.value)
